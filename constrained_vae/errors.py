@@ -1,0 +1,30 @@
+"""Exceptions that carry a message meant for the user.
+
+Every error a user can cause (bad ε, bad data, an existing run folder, a corrupt
+checkpoint) is raised as a subclass of :class:`UserInputError`; the command-line
+scripts print its message on one line and exit with status 2.
+"""
+
+
+class UserInputError(ValueError):
+    """Bad input from the user: a clear message, nothing written or overwritten."""
+
+
+class ConfigError(UserInputError):
+    """An invalid setting (ε, β, dataset name, shapes, flags)."""
+
+
+class DataError(UserInputError):
+    """A dataset file or array that is missing, unreadable or of the wrong form."""
+
+
+class RunFolderError(UserInputError):
+    """A run folder that already holds a run, lacks files, or is corrupt."""
+
+
+class CheckpointError(RunFolderError):
+    """A checkpoint that cannot be read or belongs to another configuration."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the multiplier became NaN or infinite; the last good checkpoint stays."""

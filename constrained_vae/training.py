@@ -1,0 +1,227 @@
+"""The training loop: seeding, device, progress bar, logging, checkpoints, resume.
+
+``train(config, run_dir)`` runs a fresh run into a new folder;
+``train(config, run_dir, resume=True)`` continues one from its checkpoint, exactly
+as if it had not stopped (same batches, same posterior samples, same optimizer
+state): on CPU the numbers are bit-for-bit those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from constrained_vae import runs
+from constrained_vae.config import RESUMABLE_OVERRIDES, RunConfig
+from constrained_vae.data import Dataset, TensorDataset, check_likelihood_range, load_dataset
+from constrained_vae.errors import ConfigError, TrainingDiverged
+from constrained_vae.models import VAE, build_likelihood, build_vae
+from constrained_vae.objectives import Objective, StepTerms, build_objective
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass
+class LogWindow:
+    """Sums of the per-step terms since the last logged row."""
+
+    nll: float = 0.0
+    kl: float = 0.0
+    loss: float = 0.0
+    count: int = 0
+
+    def add(self, terms: StepTerms) -> None:
+        self.nll += terms.nll
+        self.kl += terms.kl
+        self.loss += terms.loss
+        self.count += 1
+
+    def row(self, step: int, multiplier: float, epsilon: float | None, seconds: float) -> dict[str, Any]:
+        n = max(self.count, 1)
+        eps = "" if epsilon is None else epsilon
+        return dict(
+            step=step, nll=self.nll / n, kl=self.kl / n, loss=self.loss / n,
+            multiplier=multiplier, epsilon=eps, seconds=round(seconds, 3),
+        )  # fmt: skip
+
+
+@dataclass
+class Trainee:
+    """Everything a run updates, and how to build it from a config."""
+
+    config: RunConfig
+    dataset: Dataset
+    model: VAE
+    likelihood: torch.nn.Module
+    objective: Objective
+    batch_generator: torch.Generator
+    device: torch.device
+    step: int = 0
+    seconds: float = 0.0
+    window: LogWindow = field(default_factory=LogWindow)
+
+    @classmethod
+    def build(cls, config: RunConfig) -> Trainee:
+        device = resolve_device(config.device)
+        dataset = load_dataset(
+            config.dataset,
+            data_path=config.data_path,
+            spectrum=config.spectrum,
+            num_samples=config.num_samples,
+            seed=config.seed,
+        )
+        if dataset.likelihood != config.likelihood:
+            raise ConfigError(f"dataset {config.dataset} is for a {dataset.likelihood} likelihood")
+        if isinstance(dataset, TensorDataset):
+            check_likelihood_range(dataset.data, config.likelihood, config.dataset)
+        torch.manual_seed(config.seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed_all(config.seed)
+        model = build_vae(config.model, dataset.sample_shape, config.latent_dim).to(device)
+        likelihood = build_likelihood(config.likelihood, config.sigma, config.learn_sigma).to(device)
+        objective = build_objective(
+            model, likelihood, epsilon=config.epsilon, beta=config.beta,
+            lr=config.lr, dual_lr=config.dual_lr, multiplier_init=config.multiplier_init,
+        )  # fmt: skip
+        batch_generator = torch.Generator().manual_seed(config.seed)
+        return cls(config, dataset, model, likelihood, objective, batch_generator, device)
+
+    def next_batch(self) -> torch.Tensor:
+        indices = torch.randint(len(self.dataset), (self.config.batch_size,), generator=self.batch_generator)
+        return self.dataset.get(indices).to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "seconds": self.seconds,
+            "numerics": self.config.numerics(),
+            "model": self.model.state_dict(),
+            "likelihood": self.likelihood.state_dict(),
+            "objective": self.objective.state_dict(),
+            "multiplier": self.objective.multiplier,
+            "window": vars(self.window).copy(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                "batches": self.batch_generator.get_state(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.seconds = float(state["seconds"])
+        self.model.load_state_dict(state["model"])
+        self.likelihood.load_state_dict(state["likelihood"])
+        self.objective.load_state_dict(state["objective"])
+        self.window = LogWindow(**state["window"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.batch_generator.set_state(state["rng"]["batches"])
+
+
+def _is_finite(terms: StepTerms) -> bool:
+    return all(math.isfinite(v) for v in (terms.nll, terms.kl, terms.loss, terms.multiplier))
+
+
+def prepare(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> tuple[Trainee, Path]:
+    """Build the trainee and its run folder (new, or restored from its checkpoint).
+
+    For ``resume``, ``config`` is the run's own config with only the settings in
+    :data:`~constrained_vae.config.RESUMABLE_OVERRIDES` changed.
+    """
+    run_dir = Path(run_dir)
+    config = config.resolved()
+    trainee = Trainee.build(config)  # validates data before anything is written
+    if not resume:
+        runs.create(run_dir, config)
+        runs.save_checkpoint(run_dir, trainee.state_dict())  # a usable checkpoint from step 0
+        return trainee, run_dir
+    state = runs.load_checkpoint(run_dir, config)
+    if config.steps < state["step"]:
+        raise ConfigError(f"--steps {config.steps} is fewer than the {state['step']} steps the run has done")
+    trainee.load_state_dict(state)
+    runs.truncate_metrics(run_dir, trainee.step, trainee.config.log_every)
+    runs.update_config(run_dir, config)
+    return trainee, run_dir
+
+
+def train(
+    config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train to ``config.steps`` steps and return the summary (also in ``RUN/summary.json``).
+
+    Raises :class:`TrainingDiverged` if the loss or the multiplier stops being finite;
+    the checkpoint in the run folder is then the last good one.
+    """
+    trainee, run_dir = prepare(config, run_dir, resume=resume)
+    config = trainee.config
+    bar = tqdm(
+        total=config.steps, initial=trainee.step, disable=not progress, dynamic_ncols=True,
+        desc=f"{config.mode} {'ε' if config.epsilon is not None else 'β'}="
+        f"{config.epsilon if config.epsilon is not None else config.beta:g}",
+    )  # fmt: skip
+    last_checkpoint = trainee.step
+    trainee.model.train()
+    try:
+        while trainee.step < config.steps:
+            started = time.perf_counter()
+            terms = trainee.objective.step(trainee.next_batch())
+            trainee.step += 1
+            trainee.seconds += time.perf_counter() - started
+            if not _is_finite(terms):
+                raise TrainingDiverged(
+                    f"training diverged at step {trainee.step}: NLL {terms.nll}, KL {terms.kl}, "
+                    f"loss {terms.loss}, multiplier {terms.multiplier}; the last good checkpoint "
+                    f"(step {last_checkpoint}) is in {run_dir}"
+                )
+            trainee.window.add(terms)
+            bar.update(1)
+            at_end = trainee.step == config.steps
+            if trainee.step % config.log_every == 0 or at_end:
+                row = trainee.window.row(trainee.step, terms.multiplier, config.epsilon, trainee.seconds)
+                runs.append_metrics(run_dir, [row])
+                bar.set_postfix(nll=f"{row['nll']:.2f}", kl=f"{row['kl']:.2f}", λ=f"{terms.multiplier:.3f}")
+                if trainee.step % config.log_every == 0:
+                    trainee.window = LogWindow()
+            if trainee.step % config.checkpoint_every == 0 or at_end:
+                runs.save_checkpoint(run_dir, trainee.state_dict())
+                last_checkpoint = trainee.step
+    finally:
+        bar.close()
+    summary = runs.summarise(config, runs.read_metrics(run_dir), trainee.seconds)
+    runs.write_summary(run_dir, summary)
+    return summary
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
+    """The run's saved config with the allowed ``overrides`` applied.
+
+    Any other setting given must equal the saved one: a resumed run cannot change
+    its numerics.
+    """
+    saved = runs.read_config(run_dir)
+    values = saved.to_dict()
+    for key, value in overrides.items():
+        if value is None or value == values.get(key):
+            continue
+        if key not in RESUMABLE_OVERRIDES:
+            raise ConfigError(
+                f"--{key.replace('_', '-')} {value} differs from the run's {values.get(key)}; "
+                f"a resumed run can only change {', '.join('--' + k.replace('_', '-') for k in RESUMABLE_OVERRIDES)}"
+            )
+        values[key] = value
+    return RunConfig.from_dict(values)

@@ -1,0 +1,8 @@
+"""Train one constrained (--epsilon) or fixed-β (--beta) VAE; see `--help`."""
+
+import sys
+
+from constrained_vae.cli import run_main
+
+if __name__ == "__main__":
+    sys.exit(run_main())
