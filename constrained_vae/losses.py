@@ -26,8 +26,10 @@ def gaussian_kl_per_dim(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor
     """KL(N(μ, diag σ²) || N(0, I)) for each sample and latent dimension, in nats.
 
     ``0.5 · (μ² + σ² − 1 − log σ²)``, elementwise; shape ``[n, latent_dim]``.
+    ``σ² − 1`` is computed as ``expm1(log σ²)``: near the prior the naive form
+    cancels catastrophically and can even go negative.
     """
-    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var)
+    return 0.5 * (mu.pow(2) + torch.expm1(log_var) - log_var)
 
 
 def gaussian_kl_per_sample(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:

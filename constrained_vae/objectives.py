@@ -67,8 +67,10 @@ class KLConstrainedProblem(cooper.ConstrainedMinimizationProblem):
         self.model = model
         self.likelihood = likelihood
         self.epsilon = float(epsilon)
-        device = next(model.parameters()).device
-        multiplier = cooper.multipliers.DenseMultiplier(init=torch.tensor([float(multiplier_init)]), device=device)
+        reference = next(model.parameters())  # λ lives on the model's device, in its dtype
+        multiplier = cooper.multipliers.DenseMultiplier(
+            init=torch.tensor([float(multiplier_init)], dtype=reference.dtype), device=reference.device, dtype=reference.dtype
+        )
         self.kl_constraint = cooper.Constraint(
             constraint_type=cooper.ConstraintType.INEQUALITY,
             formulation_type=cooper.formulations.Lagrangian,
