@@ -22,7 +22,9 @@ EXIT_DIVERGED = 1
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of one run (shared by ``run.py`` and the sweep)."""
     mode = parser.add_argument_group("objective (exactly one)")
-    mode.add_argument("--epsilon", type=float, help="KL budget ε in nats per sample: train max-reconstruction s.t. KL ≤ ε")
+    mode.add_argument(
+        "--epsilon", type=float, help="KL budget ε in nats per sample: maximise reconstruction s.t. KL ≤ ε"
+    )
     mode.add_argument("--beta", type=float, help="fixed β: train NLL + β·KL (the β-VAE paper's Eq. 4)")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, help="default: dsprites (generated, no download)")
@@ -117,4 +119,4 @@ def format_summary(run_dir: Path, summary: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_main", "run_parser", "add_run_arguments", "DATASET_DEFAULTS"]
+__all__ = ["DATASET_DEFAULTS", "add_run_arguments", "run_main", "run_parser"]

@@ -78,8 +78,8 @@ class RunConfig:
         defaults = dict(DATASET_DEFAULTS[self.dataset])
         if self.dataset == "linear-gaussian":
             defaults["latent_dim"] = len(self.spectrum)
-        filled = {k: (defaults[k] if getattr(self, k) is None and k in defaults else getattr(self, k)) for k in _names()}
-        config = RunConfig(**filled)
+        given = {k: getattr(self, k) for k in _names()}
+        config = RunConfig(**{k: defaults[k] if v is None and k in defaults else v for k, v in given.items()})
         config.validate()
         return config
 

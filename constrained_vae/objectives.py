@@ -68,9 +68,8 @@ class KLConstrainedProblem(cooper.ConstrainedMinimizationProblem):
         self.likelihood = likelihood
         self.epsilon = float(epsilon)
         reference = next(model.parameters())  # λ lives on the model's device, in its dtype
-        multiplier = cooper.multipliers.DenseMultiplier(
-            init=torch.tensor([float(multiplier_init)], dtype=reference.dtype), device=reference.device, dtype=reference.dtype
-        )
+        init = torch.tensor([float(multiplier_init)], dtype=reference.dtype)
+        multiplier = cooper.multipliers.DenseMultiplier(init=init, device=reference.device, dtype=reference.dtype)
         self.kl_constraint = cooper.Constraint(
             constraint_type=cooper.ConstraintType.INEQUALITY,
             formulation_type=cooper.formulations.Lagrangian,

@@ -163,7 +163,8 @@ def load_checkpoint(run_dir: str | Path, config: RunConfig) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a constrained-vae checkpoint")
     expected = config.numerics()
     if state["numerics"] != expected:
-        differing = sorted(k for k in set(expected) | set(state["numerics"]) if state["numerics"].get(k) != expected.get(k))
+        keys = set(expected) | set(state["numerics"])
+        differing = sorted(k for k in keys if state["numerics"].get(k) != expected.get(k))
         raise CheckpointError(f"{path} belongs to another config (differs in: {', '.join(differing)})")
     return state
 

@@ -159,9 +159,7 @@ def prepare(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
     return trainee, run_dir
 
 
-def train(
-    config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True
-) -> dict[str, Any]:
+def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train to ``config.steps`` steps and return the summary (also in ``RUN/summary.json``).
 
     Raises :class:`TrainingDiverged` if the loss or the multiplier stops being finite;

@@ -100,7 +100,7 @@ def test_gaussian_nll_learned_sigma_matches_and_has_the_right_gradient(mean, dat
 @given(posteriors(), st.data())
 def test_duplicating_a_batch_changes_no_loss_term(posterior, data):
     mu, log_var = posterior
-    n, d = mu.shape
+    n, _d = mu.shape
     logits = torch.from_numpy(data.draw(arrays("float64", (n, 5), elements=st.floats(-5, 5, **finite))))
     x = (torch.from_numpy(data.draw(arrays("float64", (n, 5), elements=st.floats(0, 1)))) > 0.5).double()
     twice = lambda t: torch.cat([t, t])  # noqa: E731

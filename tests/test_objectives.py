@@ -35,7 +35,7 @@ def test_lagrangian_at_lambda_equal_beta_has_the_fixed_beta_gradient(beta, seed,
         lambda m: build_objective(m, BernoulliLikelihood(), epsilon=epsilon, multiplier_init=beta)
     )
     fixed = gradient_of(lambda m: build_objective(m, BernoulliLikelihood(), beta=beta))
-    for g_constrained, g_fixed in zip(constrained, fixed):
+    for g_constrained, g_fixed in zip(constrained, fixed, strict=True):
         torch.testing.assert_close(g_constrained, g_fixed, rtol=1e-10, atol=1e-10)
 
 

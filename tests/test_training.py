@@ -137,7 +137,7 @@ def test_a_checkpoint_from_another_config_is_refused(tmp_path):
     train(tiny(), tmp_path / "a", progress=False)
     train(tiny(epsilon=3.0), tmp_path / "b", progress=False)
     (tmp_path / "a" / runs.CHECKPOINT).write_bytes((tmp_path / "b" / runs.CHECKPOINT).read_bytes())
-    with pytest.raises(CheckpointError, match="another config.*epsilon"):
+    with pytest.raises(CheckpointError, match=r"another config.*epsilon"):
         train(resume_config(tmp_path / "a", {"steps": 80}), tmp_path / "a", resume=True, progress=False)
 
 

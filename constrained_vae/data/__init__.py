@@ -11,7 +11,7 @@ import torch
 from constrained_vae.data.base import Dataset, FactorDataset, TensorDataset
 from constrained_vae.errors import DataError
 
-__all__ = ["Dataset", "FactorDataset", "TensorDataset", "load_dataset", "check_likelihood_range"]
+__all__ = ["Dataset", "FactorDataset", "TensorDataset", "check_likelihood_range", "load_dataset"]
 
 
 def load_dataset(
