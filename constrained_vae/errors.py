@@ -28,3 +28,7 @@ class CheckpointError(RunFolderError):
 
 class TrainingDiverged(RuntimeError):
     """The loss or the multiplier became NaN or infinite; the last good checkpoint stays."""
+
+
+class SweepError(UserInputError):
+    """A sweep folder that is empty, mixed up, or asked something it cannot answer."""

@@ -223,3 +223,17 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:
             )
         values[key] = value
     return RunConfig.from_dict(values)
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> Trainee:
+    """A finished or interrupted run restored from its checkpoint, for evaluation.
+
+    The returned trainee holds the run's config, dataset, model (in eval mode) and
+    likelihood at the checkpoint's step.
+    """
+    config = runs.read_config(run_dir)
+    config = RunConfig.from_dict(config.to_dict() | {"device": device}).resolved()
+    trainee = Trainee.build(config)
+    trainee.load_state_dict(runs.load_checkpoint(run_dir, config))
+    trainee.model.eval()
+    return trainee
