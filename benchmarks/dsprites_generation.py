@@ -54,15 +54,11 @@ def seconds_to_materialise(dataset: DSprites, fraction: float) -> tuple[float, i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=500, help="batches timed")
     parser.add_argument("--fraction", type=float, default=0.125, help="share of the grid to materialise")
-    parser.add_argument(
-        "--full", action="store_true", help="materialise the whole grid (overrides --fraction)"
-    )
+    parser.add_argument("--full", action="store_true", help="materialise the whole grid (overrides --fraction)")
     args = parser.parse_args()
 
     dataset = DSprites()

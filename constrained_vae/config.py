@@ -37,7 +37,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     ),
     "linear-gaussian": dict(
         model="linear", likelihood="gaussian", latent_dim=None, steps=4000, batch_size=256,
-        lr=5e-3, dual_lr=5e-2, multiplier_init=1.0, log_every=20, checkpoint_every=1000,
+        lr=5e-3, dual_lr=2e-2, multiplier_init=1.0, log_every=20, checkpoint_every=1000,
     ),
 }  # fmt: skip
 RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "checkpoint_every")

@@ -214,9 +214,7 @@ def test_images_and_packed_blocks_match_get(dsprites: DSprites) -> None:
         dsprites.images(0, len(dsprites) + 1)
 
 
-def test_materialise_cache_round_trip(
-    dsprites: DSprites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_materialise_cache_round_trip(dsprites: DSprites, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     start, stop = 5000, 5300
     first = dsprites.materialise(tmp_path, start=start, stop=stop)
     path = dsprites.cache_path(tmp_path, start, stop)

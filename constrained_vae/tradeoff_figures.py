@@ -1,0 +1,221 @@
+"""Figures and the CSV table of a sweep's ε ↔ β analysis (``SWEEP/analysis/``).
+
+1. ``effective_beta``: effective β against ε (log–log), the three estimates with
+   seed bands, and the closed form when there is one;
+2. ``rate_distortion``: NLL against KL for constrained and fixed-β runs, with the
+   fitted curve through the constrained runs (and the closed form D(R));
+3. ``training_curves``: KL and λ against training step for every ε;
+4. ``disentanglement`` (when runs have ``metrics.json``): scores against ε and β.
+
+Each is written as PNG and PDF. Units: nats per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from constrained_vae import runs
+from constrained_vae.tradeoff import Sweep, fit_rate_distortion, load_sweep, tradeoff_table
+
+ESTIMATE_STYLE = {
+    "dual": dict(label="dual: converged λ", color="C0", marker="o"),
+    "inverse_fixed": dict(label="inverse fixed-β: β with KL(β) = ε", color="C1", marker="s"),
+    "slope": dict(label="slope: −dNLL/dKL of the constrained R–D fit", color="C2", marker="^"),
+}
+TABLE_COLUMNS = [
+    "epsilon", "beta_dual", "beta_dual_std", "beta_inverse_fixed", "beta_inverse_fixed_std",
+    "beta_slope", "beta_slope_std", "beta_closed_form", "error_dual", "error_inverse_fixed", "error_slope",
+    "n_seeds", "kl", "nll", "constraint_satisfied",
+]  # fmt: skip
+
+
+def _title(sweep: Sweep) -> str:
+    dataset = sweep.settings.get("dataset", "?")
+    extra = f", spectrum {sweep.settings['spectrum']}" if dataset == "linear-gaussian" else ""
+    return f"{dataset}{extra}, {sweep.runs['seed'].nunique()} seed(s)"
+
+
+def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def plot_effective_beta(sweep: Sweep, table: pd.DataFrame) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    eps = table["epsilon"].to_numpy()
+    for name, style in ESTIMATE_STYLE.items():
+        mean, std = table[f"beta_{name}"].to_numpy(), table[f"beta_{name}_std"].to_numpy()
+        ok = np.isfinite(mean)
+        ax.plot(eps[ok], mean[ok], linestyle="-", markersize=5, **style)
+        band = ok & np.isfinite(std)
+        ax.fill_between(
+            eps[band],
+            np.maximum(mean[band] - std[band], 1e-12),
+            mean[band] + std[band],
+            color=style["color"],
+            alpha=0.2,
+        )
+    beta_star = sweep.closed_form()
+    if beta_star is not None:
+        grid = np.geomspace(eps.min(), eps.max(), 200)
+        ax.plot(grid, [beta_star(e) for e in grid], "k--", linewidth=1, label="closed form β*(ε)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("KL budget ε (nats per sample)")
+    ax.set_ylabel("effective β (nats of NLL per nat of KL)")
+    ax.set_title(f"Effective β of a KL budget — {_title(sweep)}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_rate_distortion(sweep: Sweep) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    constrained, fixed = sweep.constrained, sweep.fixed
+    if len(fixed):
+        points = ax.scatter(
+            fixed["kl"], fixed["nll"], c=np.log(fixed["beta"]), cmap="autumn", marker="s", s=30,
+            edgecolors="k", linewidths=0.4, label="fixed-β runs", zorder=3,
+        )  # fmt: skip
+        colorbar = fig.colorbar(points, ax=ax)
+        ticks = sorted(fixed["beta"].unique())
+        colorbar.set_ticks(np.log(ticks))
+        colorbar.set_ticklabels([f"{b:g}" for b in ticks])
+        colorbar.set_label("β (fixed-β runs)")
+    if len(constrained):
+        ax.scatter(
+            constrained["kl"], constrained["nll"], marker="o", s=30, facecolors="none", edgecolors="C0",
+            label="constrained runs (one per ε and seed)", zorder=4,
+        )  # fmt: skip
+        by_eps = constrained.groupby("epsilon")[["kl", "nll"]].mean()
+        if len(by_eps) >= 3:
+            fit = fit_rate_distortion(by_eps["kl"].values, by_eps["nll"].values)
+            grid = np.linspace(*fit.kl_range, 200)
+            ax.plot(grid, fit.nll(grid), "C0-", linewidth=1.2, label="fit: a + Σ b·exp(−c·KL), b ≥ 0")
+    distortion = sweep.closed_form_distortion()
+    if distortion is not None:
+        kls = sweep.runs["kl"]
+        grid = np.linspace(max(kls.min(), 1e-3), kls.max(), 200)
+        ax.plot(grid, [distortion(k) for k in grid], "k--", linewidth=1, label="closed form D(R)")
+    ax.set_xlabel("rate: KL(q(z|x) || p(z)) (nats per sample)")
+    ax.set_ylabel("distortion: NLL (nats per sample)")
+    ax.set_title(f"Rate–distortion — {_title(sweep)}", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_training_curves(sweep: Sweep) -> plt.Figure:
+    """KL/ε (1 = the constraint is tight) and λ against step, one colour per ε, one line per seed."""
+    fig, (ax_kl, ax_lam) = plt.subplots(2, 1, figsize=(7.5, 6.4), sharex=True)
+    constrained = sweep.constrained.sort_values(["epsilon", "seed"])
+    epsilons = sorted(constrained["epsilon"].unique())
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(epsilons), 1)))
+    final_lambdas = []
+    for eps, color in zip(epsilons, colors, strict=True):
+        for i, name in enumerate(constrained[constrained["epsilon"] == eps]["name"]):
+            rows = pd.DataFrame(runs.read_metrics(sweep.path / name))
+            label = f"ε = {eps:g}" if i == 0 else None
+            ax_kl.plot(rows["step"], rows["kl"] / eps, color=color, linewidth=0.9, alpha=0.8, label=label)
+            ax_lam.plot(rows["step"], rows["multiplier"], color=color, linewidth=0.9, alpha=0.8)
+            final_lambdas.append(float(rows["multiplier"].iloc[-1]))
+    ax_kl.axhline(1.0, color="k", linestyle=":", linewidth=0.8)
+    ax_kl.set_ylim(0, 2)
+    ax_kl.set_ylabel("KL / ε (KL in nats per sample)")
+    ax_kl.set_title(f"Constraint KL ≤ ε and multiplier λ during training — {_title(sweep)}", fontsize=10)
+    ax_kl.legend(fontsize=7, ncol=2, loc="upper right")
+    positive = [v for v in final_lambdas if v > 0]
+    ax_lam.set_yscale("symlog", linthresh=0.5 * min(positive) if positive else 0.1)
+    ax_lam.set_ylim(bottom=0)
+    ax_lam.set_ylabel("λ (nats of NLL per nat of KL)")
+    ax_lam.set_xlabel("training step")
+    for ax in (ax_kl, ax_lam):
+        ax.grid(True, alpha=0.3)
+    return fig
+
+
+def disentanglement_columns(frame: pd.DataFrame) -> list[str]:
+    wanted = ("betavae_score.eval_accuracy", "factorvae_score.eval_accuracy", "mig.mig", "dci.disentanglement")
+    return [c for c in wanted if c in frame.columns and frame[c].notna().any()]
+
+
+def plot_disentanglement(sweep: Sweep) -> plt.Figure | None:
+    columns = disentanglement_columns(sweep.runs)
+    if not columns:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, frame, key, label in (
+        (axes[0], sweep.constrained, "epsilon", "KL budget ε (nats per sample)"),
+        (axes[1], sweep.fixed, "beta", "β (fixed-β runs)"),
+    ):
+        for i, column in enumerate(columns):
+            scored = frame[frame[column].notna()]
+            if not len(scored):
+                continue
+            grouped = scored.groupby(key)[column]
+            ax.errorbar(
+                grouped.mean().index, grouped.mean(), yerr=grouped.std().fillna(0),
+                marker="os^D"[i], capsize=3, label=column,
+            )  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("score")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Disentanglement against ε and β — {_title(sweep)}", fontsize=10)
+    return fig
+
+
+def write_tradeoff_analysis(sweep_dir: str | Path) -> tuple[pd.DataFrame, list[Path]]:
+    """Write ``SWEEP/analysis/tradeoff.csv`` and the figures; return the table and paths."""
+    sweep = load_sweep(sweep_dir)
+    out_dir = Path(sweep_dir) / "analysis"
+    out_dir.mkdir(exist_ok=True)
+    table = tradeoff_table(sweep)
+    csv_path = out_dir / "tradeoff.csv"
+    table[TABLE_COLUMNS].to_csv(csv_path, index=False, float_format="%.6g")
+    sweep.runs.to_csv(out_dir / "runs.csv", index=False, float_format="%.6g")
+    paths = [csv_path, out_dir / "runs.csv"]
+    paths += _save(plot_effective_beta(sweep, table), out_dir, "effective_beta")
+    paths += _save(plot_rate_distortion(sweep), out_dir, "rate_distortion")
+    if len(sweep.constrained):
+        paths += _save(plot_training_curves(sweep), out_dir, "training_curves")
+    figure = plot_disentanglement(sweep)
+    if figure is not None:
+        paths += _save(figure, out_dir, "disentanglement")
+    return table, paths
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The tradeoff table as Markdown, estimates as mean ± seed std, errors in %."""
+    has_closed_form = table["beta_closed_form"].notna().any()
+    head = ["ε (nats)", "β dual", "β inverse fixed-β", "β slope"]
+    if has_closed_form:
+        head += ["β* closed form", "err dual", "err inverse", "err slope"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def pm(mean: float, std: float) -> str:
+        return "—" if not math.isfinite(mean) else f"{mean:.4g} ± {std:.2g}"
+
+    def pct(value: float) -> str:
+        return "—" if not math.isfinite(value) else f"{100 * value:+.1f}%"
+
+    for row in table.itertuples():
+        cells = [f"{row.epsilon:g}", pm(row.beta_dual, row.beta_dual_std)]
+        cells += [pm(row.beta_inverse_fixed, row.beta_inverse_fixed_std), pm(row.beta_slope, row.beta_slope_std)]
+        if has_closed_form:
+            cells += [f"{row.beta_closed_form:.4g}", pct(row.error_dual)]
+            cells += [pct(row.error_inverse_fixed), pct(row.error_slope)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
