@@ -15,10 +15,8 @@ import csv
 import io
 import json
 import math
-import os
 import pickle
 import platform
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 
 from constrained_vae.config import RunConfig
 from constrained_vae.errors import CheckpointError, RunFolderError
+from constrained_vae.files import atomic_write_bytes, atomic_write_json
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -52,23 +51,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, values: dict[str, Any]) -> None:
-    _atomic_write_bytes(path, (json.dumps(values, indent=2, allow_nan=False) + "\n").encode())
-
-
 def holds_run(run_dir: Path) -> bool:
     return any((Path(run_dir) / name).exists() for name in (CONFIG, CHECKPOINT, METRICS))
 
@@ -81,7 +63,7 @@ def create(run_dir: str | Path, config: RunConfig) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} exists and is not a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / CONFIG, config.to_dict() | {"versions": versions()})
+    atomic_write_json(run_dir / CONFIG, config.to_dict() | {"versions": versions()})
     with open(run_dir / METRICS, "w", newline="") as handle:
         csv.writer(handle).writerow(METRICS_COLUMNS)
     return run_dir
@@ -100,7 +82,7 @@ def read_config(run_dir: str | Path) -> RunConfig:
 
 def update_config(run_dir: Path, config: RunConfig) -> None:
     """Rewrite ``config.json`` (a resumed run may change its steps or device)."""
-    _write_json(Path(run_dir) / CONFIG, config.to_dict() | {"versions": versions()})
+    atomic_write_json(Path(run_dir) / CONFIG, config.to_dict() | {"versions": versions()})
 
 
 def append_metrics(run_dir: Path, rows: Iterable[dict[str, float]]) -> None:
@@ -135,7 +117,7 @@ def truncate_metrics(run_dir: Path, last_step: int, log_every: int) -> None:
     writer.writerow(METRICS_COLUMNS)
     for row in rows:
         writer.writerow([_format(row[c]) for c in METRICS_COLUMNS])
-    _atomic_write_bytes(Path(run_dir) / METRICS, buffer.getvalue().encode())
+    atomic_write_bytes(Path(run_dir) / METRICS, buffer.getvalue().encode())
 
 
 def _format(value: float) -> str:
@@ -147,7 +129,7 @@ def _format(value: float) -> str:
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    _atomic_write_bytes(Path(run_dir) / CHECKPOINT, buffer.getvalue())
+    atomic_write_bytes(Path(run_dir) / CHECKPOINT, buffer.getvalue())
 
 
 def load_checkpoint(run_dir: str | Path, config: RunConfig) -> dict[str, Any]:
@@ -207,7 +189,7 @@ def summarise(config: RunConfig, rows: list[dict[str, float]], seconds: float) -
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    _write_json(Path(run_dir) / SUMMARY, summary)
+    atomic_write_json(Path(run_dir) / SUMMARY, summary)
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

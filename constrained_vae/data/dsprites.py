@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from constrained_vae.errors import DataError
+from constrained_vae.files import atomic_write
 
 __all__ = [
     "FACTOR_NAMES",
@@ -228,18 +228,9 @@ def _check_indices(indices: np.ndarray | torch.Tensor, length: int, source: str)
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` via a temporary file in the same folder and os.replace."""
+    """Write ``array`` to ``path`` as .npy, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def _load_cached_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
