@@ -102,15 +102,16 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
         return [{k: (float(v) if v != "" else math.nan) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
-def truncate_metrics(run_dir: Path, last_step: int, log_every: int) -> None:
-    """Prepare ``metrics.csv`` for resuming from the checkpoint at ``last_step``.
+def truncate_metrics(run_dir: Path, last_step: int, log_every: int, final_step: int) -> None:
+    """Prepare ``metrics.csv`` for resuming from the checkpoint at ``last_step`` to ``final_step``.
 
     Drops rows logged after the checkpoint, and an end-of-run row at ``last_step``
-    that is off the ``log_every`` grid (its window continues in the resumed run),
-    so that the resumed run writes the rows an uninterrupted one would have.
+    that is off the ``log_every`` grid when the run goes on past it (its window
+    continues in the resumed run), so that the resumed run writes the rows an
+    uninterrupted one would have. A run already at ``final_step`` keeps its end row.
     """
     rows = [row for row in read_metrics(run_dir) if row["step"] <= last_step]
-    if rows and rows[-1]["step"] == last_step and last_step % log_every != 0:
+    if rows and rows[-1]["step"] == last_step and last_step % log_every != 0 and last_step < final_step:
         rows.pop()
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -154,7 +154,7 @@ def prepare(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
     if config.steps < state["step"]:
         raise ConfigError(f"--steps {config.steps} is fewer than the {state['step']} steps the run has done")
     trainee.load_state_dict(state)
-    runs.truncate_metrics(run_dir, trainee.step, trainee.config.log_every)
+    runs.truncate_metrics(run_dir, trainee.step, config.log_every, config.steps)
     runs.update_config(run_dir, config)
     return trainee, run_dir
 

@@ -114,6 +114,18 @@ def test_resume_after_a_crash_between_checkpoints_drops_the_unsaved_rows(tmp_pat
     assert numbers(runs.read_metrics(tmp_path / "crashed")) == numbers(runs.read_metrics(tmp_path / "straight"))
 
 
+def test_resuming_a_finished_run_off_the_log_grid_keeps_its_last_row_and_summary(tmp_path):
+    """A run that ended off the log grid (steps % log_every != 0) and lost summary.json."""
+    config = tiny(steps=37, log_every=5, checkpoint_every=10)
+    summary = train(config, tmp_path / "run", progress=False)
+    rows = runs.read_metrics(tmp_path / "run")
+    assert rows[-1]["step"] == 37
+    (tmp_path / "run" / "summary.json").unlink()
+    again = train(resume_config(tmp_path / "run", {}), tmp_path / "run", resume=True, progress=False)
+    assert numbers(runs.read_metrics(tmp_path / "run")) == numbers(rows)
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in summary.items() if k != "seconds"}
+
+
 def test_an_existing_run_folder_is_refused_and_left_untouched(tmp_path):
     train(tiny(), tmp_path / "run", progress=False)
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}

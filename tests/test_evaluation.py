@@ -1,0 +1,206 @@
+"""experiments/evaluate.py and analysis/figures.py on a tiny trained dSprites run.
+
+The run trains for 4 steps (nothing is learnt; the point is the plumbing): metrics.json and the
+PNGs are written with the promised contents, non-run folders are refused with exit 2, and runs
+on data without factors are skipped with a message.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from constrained_vae.config import RunConfig
+from constrained_vae.errors import ConfigError, RunFolderError
+from constrained_vae.evaluation import (
+    METRICS_FILE,
+    evaluate_paths,
+    evaluate_run,
+    find_run_dirs,
+    format_table,
+    protocols_with,
+)
+from constrained_vae.figures import write_figures
+from constrained_vae.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(num_train=40, num_eval=20, batch_size=4, num_variance_estimate=64)
+REQUIRED_SCORES = {
+    "betavae_score": {"train_accuracy", "eval_accuracy"},
+    "factorvae_score": {"train_accuracy", "eval_accuracy"},
+    "mig": {"mig"},
+    "dci": {"disentanglement", "completeness", "informativeness"},
+}
+FIGURES = ("kl_per_dimension.png", "latent_traversals.png", "reconstructions.png", "prior_samples.png")
+
+
+def load_script(relative: str):
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """A sweep folder: a 4-step dSprites run, a 4-step linear-gaussian run and a stray folder."""
+    root = tmp_path_factory.mktemp("sweep")
+    dsprites = RunConfig(
+        epsilon=5.0, dataset="dsprites", steps=4, batch_size=4, latent_dim=4, log_every=2, checkpoint_every=2
+    )
+    train(dsprites, root / "dsprites-eps5", progress=False)
+    linear = RunConfig(
+        epsilon=1.0, dataset="linear-gaussian", spectrum=[4.0, 2.0, 1.0], num_samples=256,
+        steps=4, batch_size=32, log_every=2, checkpoint_every=2,
+    )  # fmt: skip
+    train(linear, root / "linear-eps1", progress=False)
+    (root / "analysis").mkdir()  # not a run: ignored
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(sweep) -> Path:
+    return sweep / "dsprites-eps5"
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_writes_metrics_json_with_every_score_and_the_protocol(run):
+    protocols = protocols_with(TINY)
+    (evaluation,) = evaluate_paths([run], seed=7, protocols=protocols)
+    saved = json.loads((run / METRICS_FILE).read_text())
+    assert saved == json.loads(json.dumps(evaluation.result))
+    for metric, keys in REQUIRED_SCORES.items():
+        assert keys <= set(saved["scores"][metric])
+        for key in keys:
+            assert 0.0 <= saved["scores"][metric][key] <= 1.0
+    assert saved["protocols"] == json.loads(json.dumps(protocols))
+    assert saved["protocols"]["dci"]["num_test"] == 20 and saved["protocols"]["mig"]["num_bins"] == 20
+    assert saved["seed"] == 7 and saved["step"] == 4 and saved["dataset"] == "dsprites"
+    assert saved["representation"] == "posterior mean"
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_same_seed_gives_the_same_scores(run):
+    protocols = protocols_with(TINY, ["mig", "factorvae_score"])
+    first = evaluate_run(run, seed=1, protocols=protocols)["scores"]
+    assert evaluate_run(run, seed=1, protocols=protocols)["scores"] == first
+
+
+def test_metrics_scored_one_at_a_time_accumulate_for_the_same_step_and_seed(run):
+    evaluate_paths([run], seed=11, protocols=protocols_with(TINY, ["mig"]))
+    evaluate_paths([run], seed=11, protocols=protocols_with(TINY, ["dci"]))
+    saved = json.loads((run / METRICS_FILE).read_text())
+    assert set(saved["scores"]) == set(saved["protocols"]) == set(saved["seconds"]) == {"mig", "dci"}
+    evaluate_paths([run], seed=12, protocols=protocols_with(TINY, ["mig"]))  # another seed: a fresh file
+    assert set(json.loads((run / METRICS_FILE).read_text())["scores"]) == {"mig"}
+
+
+def test_protocol_overrides_reach_every_metric_with_that_setting():
+    protocols = protocols_with({"num_train": 100, "num_eval": 30})
+    assert {p["num_train"] for p in protocols.values()} == {100}
+    assert protocols["betavae_score"]["num_eval"] == protocols["dci"]["num_test"] == 30
+    assert protocols["factorvae_score"]["num_variance_estimate"] == 10000  # untouched default
+    assert protocols_with({"num_bins": 10}, ["dci"]) == protocols_with({}, ["dci"])  # not DCI's: ignored
+    with pytest.raises(ConfigError, match="no metric has a setting 'num_bin'"):
+        protocols_with({"num_bin": 10})
+    with pytest.raises(ConfigError, match="unknown metric"):
+        protocols_with({}, ["sap"])
+
+
+def test_a_sweep_is_every_run_subfolder_and_a_run_without_factors_is_skipped(sweep, capsys):
+    main = load_script("experiments/evaluate.py").main
+    flags = ["--num-train", "40", "--num-eval", "20", "--batch-size", "4"]  # batch size: not MIG's nor DCI's
+    assert main([str(sweep), "--metrics", "mig,dci", *flags]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped" in err and "linear-eps1" in err and "no ground-truth factors" in err
+    assert "dsprites-eps5" in out and "ε=5" in out and "MIG" in out and "skipped" in out
+    assert not (sweep / "linear-eps1" / METRICS_FILE).exists()
+    saved = json.loads((sweep / "dsprites-eps5" / METRICS_FILE).read_text())
+    assert set(saved["scores"]) == {"mig", "dci"}
+    assert saved["protocols"]["mig"]["num_train"] == 40
+
+
+def test_evaluate_run_refuses_a_run_without_factors(sweep):
+    with pytest.raises(RunFolderError, match="no ground-truth factors"):
+        evaluate_run(sweep / "linear-eps1", protocols=protocols_with(TINY))
+
+
+def test_find_run_dirs_refuses_a_folder_that_is_neither_run_nor_sweep(tmp_path, sweep):
+    assert find_run_dirs([sweep]) == [sweep / "dsprites-eps5", sweep / "linear-eps1"]
+    with pytest.raises(RunFolderError, match="not a run folder"):
+        find_run_dirs([tmp_path])
+    with pytest.raises(RunFolderError, match="is not a folder"):
+        find_run_dirs([tmp_path / "missing"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["{empty}"], ["{missing}"], ["{run}", "--metrics", "sap"], ["{run}", "--num-train", "0", "--metrics", "mig"]],
+)
+def test_bad_input_is_one_line_error_and_exit_2(tmp_path, run, capsys, args):
+    names = {"empty": tmp_path, "missing": tmp_path / "missing", "run": run}
+    argv = [arg.format(**names) for arg in args]
+    assert load_script("experiments/evaluate.py").main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_the_real_command_line_refuses_a_non_run_folder(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "evaluate.py"), str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "not a run folder" in done.stderr and done.stdout == ""
+
+
+def test_format_table_has_a_row_per_run(sweep):
+    evaluations = evaluate_paths([sweep], protocols=protocols_with(TINY, ["mig"]))
+    table = format_table(evaluations)
+    assert "dsprites-eps5" in table and "linear-eps1" in table
+    assert "—" in table  # scores not computed show a dash
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def test_figures_are_valid_pngs_of_sensible_size(run):
+    paths = write_figures(run, num_kl_observations=64, num_reconstructions=6, num_prior_samples=16)
+    assert sorted(p.name for p in paths) == sorted(FIGURES)
+    for path in paths:
+        assert path.parent == run / "figures"
+        image = matplotlib.image.imread(path)
+        height, width = image.shape[:2]
+        assert 150 <= height <= 3000 and 300 <= width <= 3000, (path.name, image.shape)
+        assert np.ptp(image[..., :3]) > 0.5, path.name  # not blank
+
+
+def test_traversals_have_a_row_per_latent_and_the_figures_cli_prints_the_paths(run, capsys):
+    main = load_script("analysis/figures.py").main
+    assert main([str(run), "--num-kl-images", "32"]) == 0
+    out = capsys.readouterr().out
+    for name in FIGURES:
+        assert name in out
+    # 4 latent dimensions → the traversal figure is wider than tall
+    height, width = matplotlib.image.imread(run / "figures" / "latent_traversals.png").shape[:2]
+    assert width > height
+
+
+def test_figures_of_non_image_data_are_the_kl_chart_only(sweep):
+    paths = write_figures(sweep / "linear-eps1", num_kl_observations=32)
+    assert [p.name for p in paths] == ["kl_per_dimension.png"]
+
+
+def test_figures_refuse_a_non_run_folder_with_exit_2(tmp_path, capsys):
+    assert load_script("analysis/figures.py").main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1

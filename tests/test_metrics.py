@@ -1,0 +1,264 @@
+"""The disentanglement metrics, validated without training.
+
+On data with dSprites' factors (sizes 3, 6, 40, 32, 32): the oracle (the factors themselves,
+rescaled, permuted, with a little noise) scores near the top of every metric; random codes score at
+chance; a random rotation of the oracle scores far lower on MIG and DCI disentanglement; scores keep
+the invariances each metric claims; a seed fixes every score; bad representations are refused.
+Most tests use :class:`FactorGrid` (observations are the factor classes, nothing rendered); the
+dSprites tests render real sprites. Protocol sizes are cut down from the published ones to keep
+the file fast; ``benchmarks/metric_baselines.py`` gives the numbers at the published sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from constrained_vae import metrics
+from constrained_vae.data.dsprites import FACTOR_SIZES, DSprites
+from constrained_vae.metrics import FactorGrid, oracle_representation, random_representation
+
+SMALL = {
+    "betavae_score": dict(batch_size=16, num_train=300, num_eval=200),
+    "factorvae_score": dict(batch_size=16, num_train=300, num_eval=200, num_variance_estimate=2000),
+    "mig": dict(num_train=3000),
+    "dci": dict(num_train=1000, num_test=500),
+}
+HEADLINE = {
+    "betavae_score": "eval_accuracy",
+    "factorvae_score": "eval_accuracy",
+    "mig": "mig",
+    "dci": "disentanglement",
+}
+CHANCE_INFORMATIVENESS = float(np.mean([1.0 / size for size in FACTOR_SIZES]))  # ≈ 0.118
+
+
+def score(metric: str, representation, dataset=None, seed: int = 0, **overrides) -> dict:
+    dataset = dataset if dataset is not None else FactorGrid(FACTOR_SIZES)
+    return metrics.METRICS[metric](representation, dataset, seed=seed, **(SMALL[metric] | overrides))
+
+
+def oracle(**kwargs):
+    return oracle_representation(FACTOR_SIZES, seed=1, **kwargs)
+
+
+def transformed(representation, permutation: np.ndarray, scales: np.ndarray):
+    """The same codes with dimensions permuted and positively rescaled (and shifted)."""
+    return lambda x: representation(x)[:, permutation] * scales + 3.0
+
+
+@pytest.fixture(scope="module")
+def oracle_scores():
+    return {metric: score(metric, oracle()) for metric in metrics.METRICS}
+
+
+@pytest.fixture(scope="module")
+def rotated_scores():
+    return {metric: score(metric, oracle(rotate=True)) for metric in metrics.METRICS}
+
+
+# ---------------------------------------------------------------------------- oracle, random, rotated
+
+
+def test_the_oracle_scores_near_the_top_of_every_metric(oracle_scores):
+    for metric in ("betavae_score", "factorvae_score"):
+        assert oracle_scores[metric]["train_accuracy"] >= 0.98, metric
+        assert oracle_scores[metric]["eval_accuracy"] >= 0.98, metric
+    assert oracle_scores["factorvae_score"]["num_active_dims"] == len(FACTOR_SIZES)
+    per_factor = oracle_scores["mig"]["mig_per_factor"]
+    assert min(per_factor[:2]) > 0.95  # 3 and 6 classes fit in 20 bins
+    assert min(per_factor[2:]) > 0.7  # 20 bins for 32 or 40 classes: at most log 20 / log 40 ≈ 0.81
+    assert oracle_scores["mig"]["mig"] > 0.8
+    for key in ("disentanglement", "completeness", "informativeness"):
+        assert oracle_scores["dci"][key] > 0.95, key
+
+
+def test_random_codes_score_at_chance():
+    random_scores = {metric: score(metric, random_representation(10, seed=2)) for metric in metrics.METRICS}
+    chance = 1.0 / len(FACTOR_SIZES)
+    assert abs(random_scores["betavae_score"]["eval_accuracy"] - chance) < 0.1
+    assert abs(random_scores["factorvae_score"]["eval_accuracy"] - chance) < 0.12
+    assert random_scores["mig"]["mig"] < 0.02
+    assert random_scores["dci"]["disentanglement"] < 0.05
+    assert random_scores["dci"]["completeness"] < 0.05
+    assert abs(random_scores["dci"]["informativeness"] - CHANCE_INFORMATIVENESS) < 0.04
+
+
+def test_a_rotated_oracle_scores_far_lower_on_mig_and_dci_disentanglement(oracle_scores, rotated_scores):
+    assert rotated_scores["mig"]["mig"] < oracle_scores["mig"]["mig"] - 0.5
+    assert rotated_scores["dci"]["disentanglement"] < oracle_scores["dci"]["disentanglement"] - 0.5
+    assert rotated_scores["dci"]["completeness"] < oracle_scores["dci"]["completeness"] - 0.5
+    # still informative about the coarse factors, so well above chance
+    assert rotated_scores["dci"]["informativeness"] > CHANCE_INFORMATIVENESS + 0.2
+
+
+# ---------------------------------------------------------------------------- invariances and seeds
+
+
+@pytest.mark.parametrize(
+    ("metric", "rescale", "tolerance"),
+    [("betavae_score", False, 1e-3), ("factorvae_score", True, 1e-9), ("mig", True, 1e-3), ("dci", True, 0.01)],
+)
+def test_scores_keep_the_invariances_each_metric_claims(metric, rescale, tolerance):
+    """Permuting code dimensions never matters; positive rescaling only where the metric says so
+    (BetaVAE's classifier is L2-regularised). The rotated oracle gives mid-range scores, where a
+    broken invariance would show. Tolerances: solver round-off (BetaVAE), a point on a bin edge
+    (MIG), trees choosing among equally good splits in another order (DCI)."""
+    rng = np.random.default_rng(5)
+    permutation = rng.permutation(len(FACTOR_SIZES))
+    scales = rng.uniform(0.5, 4.0, len(FACTOR_SIZES)) if rescale else np.ones(len(FACTOR_SIZES))
+    before = score(metric, oracle(rotate=True))
+    after = score(metric, transformed(oracle(rotate=True), permutation, scales))
+    key = HEADLINE[metric]
+    assert 0.1 < before[key] < 0.95
+    assert after[key] == pytest.approx(before[key], abs=tolerance)
+    if metric == "mig":
+        assert after["mig_per_factor"] == pytest.approx(before["mig_per_factor"], abs=tolerance)
+    if metric == "dci":
+        for other in ("completeness", "informativeness"):
+            assert after[other] == pytest.approx(before[other], abs=tolerance)
+
+
+@pytest.mark.parametrize("metric", list(metrics.METRICS))
+def test_the_same_seed_gives_the_same_scores_and_another_seed_other_draws(metric):
+    first = score(metric, oracle(rotate=True), seed=3)
+    again = score(metric, oracle(rotate=True), seed=3)
+    other = score(metric, oracle(rotate=True), seed=4)
+    assert first == again
+    assert first != other
+
+
+def test_chunked_encoding_sees_every_observation_once(monkeypatch):
+    """Batches larger than one representation call are split, and the codes come back in order."""
+    monkeypatch.setattr(metrics, "OBSERVATIONS_PER_CALL", 7)
+    calls = []
+
+    def representation(x):
+        calls.append(x.shape[0])
+        return x[:, :1] * 2.0
+
+    factors = np.arange(40).reshape(20, 2) % 5
+    codes = metrics._codes_of(representation, FactorGrid([5, 5]), factors)
+    assert calls == [7, 7, 6]
+    np.testing.assert_array_equal(codes[:, 0], factors[:, 0] * 2.0)
+
+
+# ---------------------------------------------------------------------------- the pieces
+
+
+def test_dci_disentanglement_and_completeness_of_known_importance_matrices():
+    assert metrics.disentanglement(np.eye(4)) == pytest.approx(1.0)
+    assert metrics.completeness(np.eye(4)) == pytest.approx(1.0)
+    assert metrics.disentanglement(np.ones((4, 4))) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.completeness(np.ones((4, 4))) == pytest.approx(0.0, abs=1e-9)
+    one_code_for_all = np.zeros((4, 4))
+    one_code_for_all[0] = 1.0  # code 0 explains every factor: complete but not disentangled
+    assert metrics.completeness(one_code_for_all) == pytest.approx(1.0)
+    assert metrics.disentanglement(one_code_for_all) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_histogram_discretize_cuts_each_code_into_equal_width_bins():
+    uniform = np.random.default_rng(0).uniform(size=2000)
+    codes = np.stack([uniform, 100.0 * uniform - 50.0], axis=1)  # same points, another range
+    binned = metrics.histogram_discretize(codes, num_bins=20)
+    assert binned.min() == 1 and binned.max() == 20
+    np.testing.assert_array_equal(binned[:, 0], binned[:, 1])
+    np.testing.assert_array_equal(
+        binned[:, 0], np.minimum(np.floor(20 * (uniform - uniform.min()) / np.ptp(uniform)), 19) + 1
+    )
+
+
+# ---------------------------------------------------------------------------- real dSprites
+
+
+def sprite_centroid(images: torch.Tensor) -> np.ndarray:
+    """A representation read off the pixels: the sprite's centre of mass (x, y, in pixels) and area."""
+    pixels = images[:, 0].double()
+    area = pixels.sum(dim=(1, 2))
+    grid = torch.arange(pixels.shape[-1], dtype=torch.float64)
+    x = (pixels.sum(dim=1) * grid).sum(dim=1) / area
+    y = (pixels.sum(dim=2) * grid).sum(dim=1) / area
+    return torch.stack([x, y, area], dim=1).numpy()
+
+
+def test_on_rendered_dsprites_random_codes_score_at_chance():
+    dataset = DSprites()
+    chance = 1.0 / len(FACTOR_SIZES)
+    small = dict(num_train=120, num_eval=120, batch_size=8)  # 4,000 images rendered for BetaVAE
+    beta = metrics.betavae_score(random_representation(10, seed=2), dataset, **small)
+    factor = metrics.factorvae_score(random_representation(10, seed=2), dataset, num_variance_estimate=200, **small)
+    assert abs(beta["eval_accuracy"] - chance) < 0.12  # 3 standard errors
+    assert abs(factor["eval_accuracy"] - chance) < 0.15
+    assert metrics.mig(random_representation(10, seed=2), dataset, num_train=1500)["mig"] < 0.03
+
+
+def test_on_rendered_dsprites_the_sprite_centroid_is_scored_as_position():
+    """The metrics see the rendered sprites: a code that reads their position from the pixels holds
+    pos_x and pos_y (factors 3, 4) and nothing of orientation."""
+    dataset = DSprites()
+    gap = metrics.mig(sprite_centroid, dataset, num_train=2000)["mig_per_factor"]
+    assert gap[3] > 0.7 and gap[4] > 0.7
+    assert gap[2] < 0.05
+    dci = metrics.dci(sprite_centroid, dataset, num_train=800, num_test=400)
+    accuracy = dci["informativeness_per_factor"]
+    assert accuracy[3] > 0.9 and accuracy[4] > 0.9
+    importance = np.asarray(dci["importance_matrix"])  # [code, factor]
+    assert importance[0, 3] > 0.9 and importance[1, 4] > 0.9
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_a_representation_with_the_wrong_rows_or_nan_or_shape_is_refused():
+    dataset = FactorGrid([3, 4])
+    cases = {
+        "returned 3 rows for a batch of": lambda x: np.zeros((3, 2)),
+        "NaN or infinite": lambda x: np.full((x.shape[0], 2), np.nan),
+        r"shape \[n, code_dim\]": lambda x: np.zeros(x.shape[0]),
+        "must return numbers": lambda x: np.array([["a"]] * x.shape[0]),
+    }
+    for message, representation in cases.items():
+        for metric in metrics.METRICS:
+            with pytest.raises(ValueError, match=message):
+                metrics.METRICS[metric](representation, dataset, **SMALL[metric])
+
+
+def test_a_representation_whose_code_size_changes_is_refused(monkeypatch):
+    monkeypatch.setattr(metrics, "OBSERVATIONS_PER_CALL", 10)
+    sizes = iter(range(1, 1000))
+    with pytest.raises(ValueError, match="changed its code size"):
+        metrics.mig(lambda x: np.zeros((x.shape[0], next(sizes))), FactorGrid([3, 4]), num_train=30)
+
+
+@pytest.mark.parametrize(
+    ("metric", "settings", "message"),
+    [
+        ("betavae_score", dict(num_train=0), "num_train must be an integer ≥ 1"),
+        ("betavae_score", dict(batch_size=2.5), "batch_size must be an integer ≥ 1"),
+        ("factorvae_score", dict(batch_size=1), "batch_size must be an integer ≥ 2"),
+        ("factorvae_score", dict(prune_threshold=-1.0), "prune_threshold"),
+        ("mig", dict(num_bins=1), "num_bins must be an integer ≥ 2"),
+        ("dci", dict(num_test=-5), "num_test must be an integer ≥ 1"),
+        ("dci", dict(predictor="svm"), "predictor must be"),
+    ],
+)
+def test_bad_protocol_settings_are_refused(metric, settings, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.METRICS[metric](random_representation(2), FactorGrid([3, 4]), **(SMALL[metric] | settings))
+
+
+def test_a_dataset_without_factors_or_with_bad_factors_is_refused():
+    class NoFactors:
+        pass
+
+    class OutOfRange(FactorGrid):
+        def sample_factors(self, n, rng):
+            return np.full((n, 2), 7)
+
+    with pytest.raises(ValueError, match="has no ground-truth factors"):
+        metrics.mig(random_representation(2), NoFactors())
+    with pytest.raises(ValueError, match="outside the factor sizes"):
+        metrics.mig(random_representation(2), OutOfRange([3, 4]), num_train=10)
+    with pytest.raises(ValueError, match="integers ≥ 2"):
+        metrics.mig(random_representation(2), FactorGrid([3, 1]), num_train=10)
