@@ -20,11 +20,10 @@ import argparse
 import time
 
 import numpy as np
-import torch
 
 from constrained_vae import metrics
 from constrained_vae.data.dsprites import FACTOR_SIZES, DSprites
-from constrained_vae.metrics import FactorGrid, oracle_representation, random_representation
+from constrained_vae.metrics import FactorGrid, oracle_representation, random_representation, sprite_centroid
 
 COLUMNS = [
     ("betavae_score", "train_accuracy", "BetaVAE train"),
@@ -36,16 +35,6 @@ COLUMNS = [
     ("dci", "completeness", "DCI C"),
     ("dci", "informativeness", "DCI I (test acc.)"),
 ]
-
-
-def sprite_centroid(images: torch.Tensor) -> np.ndarray:
-    """Centre of mass (x, y, pixels) and area (pixels) of each sprite, ``[n, 3]``."""
-    pixels = images[:, 0].double()
-    area = pixels.sum(dim=(1, 2))
-    grid = torch.arange(pixels.shape[-1], dtype=torch.float64)
-    x = (pixels.sum(dim=1) * grid).sum(dim=1) / area
-    y = (pixels.sum(dim=2) * grid).sum(dim=1) / area
-    return torch.stack([x, y, area], dim=1).numpy()
 
 
 def quick_protocols() -> dict[str, dict[str, int]]:

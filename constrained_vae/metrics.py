@@ -494,6 +494,18 @@ def random_representation(code_dim: int, *, seed: int = 0) -> RepresentationFn:
     return lambda observations: rng.normal(size=(observations.shape[0], code_dim))
 
 
+def sprite_centroid(images: torch.Tensor) -> np.ndarray:
+    """A hand-made representation of rendered sprites ``[n, 1, H, W]``: centre of mass (x, y, in
+    pixels) and area (pixels), float64 ``[n, 3]``. It knows position and scale, not shape or
+    orientation: a reference between the oracle and chance on real images."""
+    pixels = images[:, 0].double()
+    area = pixels.sum(dim=(1, 2))
+    grid = torch.arange(pixels.shape[-1], dtype=torch.float64)
+    x = (pixels.sum(dim=1) * grid).sum(dim=1) / area
+    y = (pixels.sum(dim=2) * grid).sum(dim=1) / area
+    return torch.stack([x, y, area], dim=1).numpy()
+
+
 METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "betavae_score": betavae_score,
     "factorvae_score": factorvae_score,

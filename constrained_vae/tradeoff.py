@@ -43,7 +43,7 @@ from scipy.interpolate import PchipInterpolator
 from scipy.optimize import nnls
 from sklearn.isotonic import IsotonicRegression
 
-from constrained_vae import linear_gaussian, runs
+from constrained_vae import evaluation, linear_gaussian, runs
 from constrained_vae.errors import SweepError, UserInputError
 
 # Settings that may differ between the runs of one sweep; all others must agree.
@@ -101,9 +101,9 @@ def _run_row(run_dir: Path) -> tuple[dict, dict]:
         "constraint_satisfied": summary["constraint_satisfied"],
         "steps": summary["steps"],
     }
-    scores = run_dir / "metrics.json"  # disentanglement scores, when evaluated
-    if scores.exists():
-        for metric, values in json.loads(scores.read_text()).get("scores", {}).items():
+    evaluated = evaluation.read_metrics(run_dir) or {}  # disentanglement scores, when evaluated
+    for metric, values in evaluated.get("scores", {}).items():
+        if isinstance(values, dict):
             for key, value in values.items():
                 if isinstance(value, (int, float)):
                     row[f"{metric}.{key}"] = float(value)

@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
@@ -70,8 +71,7 @@ def plot_effective_beta(sweep: Sweep, table: pd.DataFrame) -> plt.Figure:
     if beta_star is not None:
         grid = np.geomspace(eps.min(), eps.max(), 200)
         ax.plot(grid, [beta_star(e) for e in grid], "k--", linewidth=1, label="closed form β*(ε)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _plain_log_axes(ax, "x", "y")
     ax.set_xlabel("KL budget ε (nats per sample)")
     ax.set_ylabel("effective β (nats of NLL per nat of KL)")
     ax.set_title(f"Effective β of a KL budget — {_title(sweep)}", fontsize=10)
@@ -168,13 +168,28 @@ def plot_disentanglement(sweep: Sweep) -> plt.Figure | None:
                 grouped.mean().index, grouped.mean(), yerr=grouped.std().fillna(0),
                 marker="os^D"[i], capsize=3, label=column,
             )  # fmt: skip
-        ax.set_xscale("log")
+        _plain_log_axes(ax, "x")
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("score")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Disentanglement against ε and β — {_title(sweep)}", fontsize=10)
     return fig
+
+
+def _plain_log_axes(ax: plt.Axes, *which: str) -> None:
+    """Log scale on ``which`` axes ("x", "y"), ticks written as plain numbers (0.5, 2, 20)."""
+    for name in which:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        getattr(ax, f"set_{name}scale")("log")
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_label))
+
+
+def _minor_label(value: float, _: int) -> str:
+    """Label the minor ticks 2–9 × 10^k only at 2 and 5, so the log axis reads without clutter."""
+    mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
+    return f"{value:g}" if round(mantissa) in (2, 5) else ""
 
 
 def write_tradeoff_analysis(sweep_dir: str | Path) -> tuple[pd.DataFrame, list[Path]]:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from constrained_vae import metrics
 from constrained_vae.data.dsprites import FACTOR_SIZES, DSprites
-from constrained_vae.metrics import FactorGrid, oracle_representation, random_representation
+from constrained_vae.metrics import FactorGrid, oracle_representation, random_representation, sprite_centroid
 
 SMALL = {
     "betavae_score": dict(batch_size=16, num_train=300, num_eval=200),
@@ -170,16 +169,6 @@ def test_histogram_discretize_cuts_each_code_into_equal_width_bins():
 
 
 # ---------------------------------------------------------------------------- real dSprites
-
-
-def sprite_centroid(images: torch.Tensor) -> np.ndarray:
-    """A representation read off the pixels: the sprite's centre of mass (x, y, in pixels) and area."""
-    pixels = images[:, 0].double()
-    area = pixels.sum(dim=(1, 2))
-    grid = torch.arange(pixels.shape[-1], dtype=torch.float64)
-    x = (pixels.sum(dim=1) * grid).sum(dim=1) / area
-    y = (pixels.sum(dim=2) * grid).sum(dim=1) / area
-    return torch.stack([x, y, area], dim=1).numpy()
 
 
 def test_on_rendered_dsprites_random_codes_score_at_chance():

@@ -3,7 +3,10 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from constrained_vae.cli import run_parser
+from constrained_vae.sweep import sweep_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +27,9 @@ def test_ci_runs_exactly_the_readme_install_and_test_commands():
     assert install.index("torch==2.13.0") < install.index("-e")
 
 
-def test_every_run_flag_is_documented_in_the_readme():
+@pytest.mark.parametrize("parser", [run_parser, sweep_parser], ids=["run.py", "sweep.py"])
+def test_every_flag_is_documented_in_the_readme(parser):
     readme = (ROOT / "README.md").read_text()
-    flags = {opt for action in run_parser()._actions for opt in action.option_strings if opt.startswith("--")}
+    flags = {opt for action in parser()._actions for opt in action.option_strings if opt.startswith("--")}
     missing = sorted(f for f in flags - {"--help"} if f"`{f}" not in readme)
     assert not missing, f"flags missing from README: {missing}"

@@ -193,3 +193,33 @@ def test_bad_sweep_folders_are_refused(tmp_path, tiny_sweep):
         load_sweep(mixed)
     done = script("tradeoff_curves.py", mixed)
     assert done.returncode == 2 and "mixed-up" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def small_linear_gaussian_sweep(tmp_path_factory):
+    """A real, converged linear-Gaussian sweep at small size (10 runs of 1,500 steps, ~15 s)."""
+    sweep = tmp_path_factory.mktemp("lg-sweep")
+    settings = dict(
+        dataset="linear-gaussian", spectrum=[9.0, 3.0, 1.0], num_samples=4000, steps=1500,
+        log_every=50, checkpoint_every=1500,
+    )  # fmt: skip
+    for eps in (0.5, 1.0, 1.5, 2.0):
+        train(RunConfig(epsilon=eps, **settings), sweep / f"eps{eps:g}-seed0", progress=False)
+    for beta in (0.6, 0.9, 1.3, 2.0, 3.0, 4.5):
+        train(RunConfig(beta=beta, **settings), sweep / f"beta{beta:g}-seed0", progress=False)
+    return sweep
+
+
+def test_trained_linear_gaussian_estimates_agree_with_the_closed_form(small_linear_gaussian_sweep):
+    """All three estimates from real training runs land near β*(ε) (the README's sweep is the
+    full-size version: 63 runs, every estimate within 3.1%)."""
+    table = tradeoff_table(load_sweep(small_linear_gaussian_sweep)).set_index("epsilon")
+    assert list(table.index) == [0.5, 1.0, 1.5, 2.0]
+    for eps, row in table.iterrows():
+        assert row["beta_closed_form"] == pytest.approx(beta_for_rate(eps, [9.0, 3.0, 1.0]))
+        assert abs(row["error_dual"]) < 0.08, (eps, row["beta_dual"])
+        assert abs(row["error_inverse_fixed"]) < 0.08, (eps, row["beta_inverse_fixed"])
+        assert row["constraint_satisfied"]
+    interior = table.loc[[1.0, 1.5]]
+    assert interior["error_slope"].abs().max() < 0.08
+    assert table.loc[[0.5, 2.0], "beta_slope"].isna().all()  # no one-sided slopes at the ends
