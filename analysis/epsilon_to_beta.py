@@ -5,7 +5,7 @@ import math
 import sys
 
 from constrained_vae.errors import SweepError, UserInputError
-from constrained_vae.tradeoff import epsilon_for_beta, estimate_beta, load_sweep, swept_range
+from constrained_vae.tradeoff import epsilon_for_beta, estimate_beta, format_estimate, load_sweep, swept_range
 
 
 def main() -> int:
@@ -44,9 +44,13 @@ def answer_epsilon(sweep, epsilon: float) -> str:
     lines = [f"effective β at ε = {epsilon:g} nats ({sweep.path}):"]
     for key, label in names.items():
         mean, std = estimates[f"beta_{key}"], estimates[f"beta_{key}_std"]
-        text = f"{mean:.4g} ± {std:.2g} (seed std)" if math.isfinite(mean) else "— (outside the swept range)"
+        text = format_estimate(mean, std) + (" (seed std)" if math.isfinite(std) else "")
+        if not math.isfinite(mean):
+            text = "— (outside the swept range)"
         if key == "dual" and estimates["n_seeds"] == 0 and math.isfinite(mean):
             text += ", interpolated between swept ε"
+        if key == "dual" and estimates["constraint_satisfied"] < 1:
+            text += f" — KL {estimates['kl']:.4g} > 1.05 ε at the end: λ had not settled, a bound, not an estimate"
         lines.append(f"  {label:22s} {text}")
     beta_star = sweep.closed_form()
     if beta_star is not None:

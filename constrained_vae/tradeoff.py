@@ -220,10 +220,19 @@ def slope_estimate(kls: np.ndarray, nlls: np.ndarray, epsilon: float) -> float:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1) of the finite values; the std is NaN for one value."""
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return math.nan, math.nan
-    return float(np.mean(finite)), float(np.std(finite)) if len(finite) > 1 else 0.0
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+
+
+def format_estimate(mean: float, std: float) -> str:
+    """``mean ± std`` (4 and 2 significant digits); the mean alone when there is no spread (one seed),
+    ``—`` when there is no estimate."""
+    if not math.isfinite(mean):
+        return "—"
+    return f"{mean:.4g} ± {std:.2g}" if math.isfinite(std) else f"{mean:.4g}"
 
 
 def estimate_beta(sweep: Sweep, epsilon: float) -> dict[str, float]:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from constrained_vae import runs
-from constrained_vae.tradeoff import Sweep, fit_rate_distortion, load_sweep, tradeoff_table
+from constrained_vae.tradeoff import ESTIMATES, Sweep, fit_rate_distortion, format_estimate, load_sweep, tradeoff_table
 
 ESTIMATE_STYLE = {
     "dual": dict(label="dual: converged λ", color="C0", marker="o"),
@@ -67,11 +67,19 @@ def plot_effective_beta(sweep: Sweep, table: pd.DataFrame) -> plt.Figure:
             color=style["color"],
             alpha=0.2,
         )
+    unmet = np.isfinite(table["beta_dual"].to_numpy()) & (table["constraint_satisfied"].to_numpy() < 1)
+    if unmet.any():  # a λ that was still moving when the run ended is a lower or upper bound, not an estimate
+        ax.plot(
+            eps[unmet], table["beta_dual"].to_numpy()[unmet], linestyle="none", marker="o", markersize=11,
+            markerfacecolor="none", markeredgecolor="red", label="constraint not met at the end (KL > 1.05 ε)",
+        )  # fmt: skip
     beta_star = sweep.closed_form()
     if beta_star is not None:
         grid = np.geomspace(eps.min(), eps.max(), 200)
         ax.plot(grid, [beta_star(e) for e in grid], "k--", linewidth=1, label="closed form β*(ε)")
     _plain_log_axes(ax, "x", "y")
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])  # the swept budgets
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("KL budget ε (nats per sample)")
     ax.set_ylabel("effective β (nats of NLL per nat of KL)")
     ax.set_title(f"Effective β of a KL budget — {_title(sweep)}", fontsize=10)
@@ -220,15 +228,12 @@ def format_table(table: pd.DataFrame) -> str:
         head += ["β* closed form", "err dual", "err inverse", "err slope"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
-    def pm(mean: float, std: float) -> str:
-        return "—" if not math.isfinite(mean) else f"{mean:.4g} ± {std:.2g}"
-
     def pct(value: float) -> str:
         return "—" if not math.isfinite(value) else f"{100 * value:+.1f}%"
 
     for row in table.itertuples():
-        cells = [f"{row.epsilon:g}", pm(row.beta_dual, row.beta_dual_std)]
-        cells += [pm(row.beta_inverse_fixed, row.beta_inverse_fixed_std), pm(row.beta_slope, row.beta_slope_std)]
+        cells = [f"{row.epsilon:g}"]
+        cells += [format_estimate(getattr(row, f"beta_{name}"), getattr(row, f"beta_{name}_std")) for name in ESTIMATES]
         if has_closed_form:
             cells += [f"{row.beta_closed_form:.4g}", pct(row.error_dual)]
             cells += [pct(row.error_inverse_fixed), pct(row.error_slope)]
