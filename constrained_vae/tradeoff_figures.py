@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.lines
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
@@ -153,9 +154,16 @@ def plot_training_curves(sweep: Sweep) -> plt.Figure:
     return fig
 
 
+DISENTANGLEMENT_SCORES = {
+    "betavae_score.eval_accuracy": "BetaVAE metric (eval accuracy)",
+    "factorvae_score.eval_accuracy": "FactorVAE metric (eval accuracy)",
+    "mig.mig": "MIG",
+    "dci.disentanglement": "DCI disentanglement",
+}
+
+
 def disentanglement_columns(frame: pd.DataFrame) -> list[str]:
-    wanted = ("betavae_score.eval_accuracy", "factorvae_score.eval_accuracy", "mig.mig", "dci.disentanglement")
-    return [c for c in wanted if c in frame.columns and frame[c].notna().any()]
+    return [c for c in DISENTANGLEMENT_SCORES if c in frame.columns and frame[c].notna().any()]
 
 
 def plot_disentanglement(sweep: Sweep) -> plt.Figure | None:
@@ -174,13 +182,24 @@ def plot_disentanglement(sweep: Sweep) -> plt.Figure | None:
             grouped = scored.groupby(key)[column]
             ax.errorbar(
                 grouped.mean().index, grouped.mean(), yerr=grouped.std().fillna(0),
-                marker="os^D"[i], capsize=3, label=column,
+                marker="os^D"[i], capsize=3, label=DISENTANGLEMENT_SCORES[column],
             )  # fmt: skip
         _plain_log_axes(ax, "x")
+        if len(frame):
+            values = sorted(frame[key].unique())
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("score")
-    axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.axhline(0.2, color="grey", linestyle=":", linewidth=1)
+    axes[0].set_ylim(0, 1.02)
+    axes[0].set_ylabel("score (1 = best)")
+    handles, labels = axes[0 if len(sweep.constrained) else 1].get_legend_handles_labels()
+    handles.append(matplotlib.lines.Line2D([], [], color="grey", linestyle=":", linewidth=1))
+    labels.append("chance of the BetaVAE and FactorVAE metrics (MIG, DCI: 0)")
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.subplots_adjust(bottom=0.25)
     fig.suptitle(f"Disentanglement against ε and β — {_title(sweep)}", fontsize=10)
     return fig
 
