@@ -213,7 +213,7 @@ class GaussianLikelihood(nn.Module):
 
     @property
     def sigma(self) -> float:
-        return float(self.log_sigma.exp())
+        return float(self.log_sigma.detach().exp())
 
     def nll_per_sample(self, decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return losses.gaussian_nll_per_sample(decoded, x, self.log_sigma)
