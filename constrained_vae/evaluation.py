@@ -18,7 +18,6 @@ linear-gaussian) are skipped with a message. ``experiments/evaluate.py`` is the 
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -34,11 +33,10 @@ from constrained_vae import runs
 from constrained_vae.config import RunConfig
 from constrained_vae.data import FactorDataset
 from constrained_vae.errors import ConfigError, RunFolderError
-from constrained_vae.files import atomic_write_json
 from constrained_vae.metrics import METRICS, RepresentationFn
 from constrained_vae.models import VAE
 
-METRICS_FILE = "metrics.json"
+METRICS_FILE = runs.SCORES
 FACTOR_DATASETS = ("dsprites", "dsprites-npz")
 ENCODE_BATCH = 256  # observations per encoder forward pass
 HELD_OUT_NAMES = ("num_eval", "num_test")  # what each metric calls its held-out points
@@ -197,16 +195,6 @@ def evaluate_run(
     }
 
 
-def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
-    """``RUN/metrics.json``, or None when there is none or it is unreadable."""
-    path = Path(run_dir) / METRICS_FILE
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return values if isinstance(values, dict) else None
-
-
 def merged_with_previous(result: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
     """``result`` plus the metrics that only ``previous`` holds, when ``previous`` scored the same
     checkpoint step with the same seed (so that metrics can be computed one at a time)."""
@@ -221,9 +209,7 @@ def merged_with_previous(result: dict[str, Any], previous: dict[str, Any] | None
 def write_metrics(run_dir: str | Path, result: dict[str, Any]) -> Path:
     """Write ``RUN/metrics.json`` atomically, keeping the metrics of an earlier evaluation of the
     same step and seed that ``result`` does not recompute; return its path."""
-    path = Path(run_dir) / METRICS_FILE
-    atomic_write_json(path, merged_with_previous(result, read_metrics(run_dir)))
-    return path
+    return runs.write_scores(run_dir, merged_with_previous(result, runs.read_scores(run_dir)))
 
 
 def evaluate_paths(
@@ -247,7 +233,7 @@ def evaluate_paths(
             evaluations.append(Evaluation(run_dir, config, skipped=reason))
             continue
         write_metrics(run_dir, evaluate_run(run_dir, seed=seed, protocols=protocols, device=device, log=log))
-        evaluations.append(Evaluation(run_dir, config, result=read_metrics(run_dir)))
+        evaluations.append(Evaluation(run_dir, config, result=runs.read_scores(run_dir)))
     return evaluations
 
 
@@ -294,7 +280,6 @@ __all__ = [
     "is_run_folder",
     "posterior_mean_fn",
     "protocols_with",
-    "read_metrics",
     "skip_reason",
     "write_metrics",
 ]

@@ -32,6 +32,7 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
+SCORES = "metrics.json"  # disentanglement scores, written by constrained_vae.evaluation
 METRICS_COLUMNS = ("step", "nll", "kl", "loss", "multiplier", "epsilon", "seconds")
 TAIL_FRACTION = 0.1  # summary figures average the last 10% of steps
 CONSTRAINT_TOLERANCE = 0.05  # constraint met when tail KL ≤ ε·(1 + 5%)
@@ -198,3 +199,19 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise RunFolderError(f"{run_dir} has no {SUMMARY}: the run has not finished")
     return json.loads(path.read_text())
+
+
+def write_scores(run_dir: str | Path, scores: dict[str, Any]) -> Path:
+    """Write ``RUN/metrics.json`` (the disentanglement scores of :mod:`constrained_vae.evaluation`)."""
+    path = Path(run_dir) / SCORES
+    atomic_write_json(path, scores)
+    return path
+
+
+def read_scores(run_dir: str | Path) -> dict[str, Any] | None:
+    """``RUN/metrics.json``, or None when the run has not been evaluated (or the file is unreadable)."""
+    try:
+        values = json.loads((Path(run_dir) / SCORES).read_text())
+    except (OSError, ValueError):
+        return None
+    return values if isinstance(values, dict) else None

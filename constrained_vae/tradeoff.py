@@ -43,7 +43,7 @@ from scipy.interpolate import PchipInterpolator
 from scipy.optimize import nnls
 from sklearn.isotonic import IsotonicRegression
 
-from constrained_vae import evaluation, linear_gaussian, runs
+from constrained_vae import linear_gaussian, runs
 from constrained_vae.errors import SweepError, UserInputError
 
 # Settings that may differ between the runs of one sweep; all others must agree.
@@ -101,7 +101,7 @@ def _run_row(run_dir: Path) -> tuple[dict, dict]:
         "constraint_satisfied": summary["constraint_satisfied"],
         "steps": summary["steps"],
     }
-    evaluated = evaluation.read_metrics(run_dir) or {}  # disentanglement scores, when evaluated
+    evaluated = runs.read_scores(run_dir) or {}  # disentanglement scores, when evaluated
     for metric, values in evaluated.get("scores", {}).items():
         if isinstance(values, dict):
             for key, value in values.items():
