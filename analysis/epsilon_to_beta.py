@@ -44,8 +44,9 @@ def answer_epsilon(sweep, epsilon: float) -> str:
     lines = [f"effective β at ε = {epsilon:g} nats ({sweep.path}):"]
     for key, label in names.items():
         mean, std = estimates[f"beta_{key}"], estimates[f"beta_{key}_std"]
-        text = format_estimate(mean, std) + (" (seed std)" if math.isfinite(std) else "")
-        if not math.isfinite(mean):
+        if math.isfinite(mean):
+            text = format_estimate(mean, std) + (" (seed std)" if math.isfinite(std) else "")
+        else:
             text = "— (outside the swept range)"
         if key == "dual" and estimates["n_seeds"] == 0 and math.isfinite(mean):
             text += ", interpolated between swept ε"

@@ -78,9 +78,8 @@ def plot_effective_beta(sweep: Sweep, table: pd.DataFrame) -> plt.Figure:
     if beta_star is not None:
         grid = np.geomspace(eps.min(), eps.max(), 200)
         ax.plot(grid, [beta_star(e) for e in grid], "k--", linewidth=1, label="closed form β*(ε)")
-    _plain_log_axes(ax, "x", "y")
-    ax.set_xticks(eps, [f"{e:g}" for e in eps])  # the swept budgets
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    _plain_log_y(ax)
+    _log_axis_ticked_at(ax, eps)  # the swept budgets
     ax.set_xlabel("KL budget ε (nats per sample)")
     ax.set_ylabel("effective β (nats of NLL per nat of KL)")
     ax.set_title(f"Effective β of a KL budget — {_title(sweep)}", fontsize=10)
@@ -184,11 +183,7 @@ def plot_disentanglement(sweep: Sweep) -> plt.Figure | None:
                 grouped.mean().index, grouped.mean(), yerr=grouped.std().fillna(0),
                 marker="os^D"[i], capsize=3, label=DISENTANGLEMENT_SCORES[column],
             )  # fmt: skip
-        _plain_log_axes(ax, "x")
-        if len(frame):
-            values = sorted(frame[key].unique())
-            ax.set_xticks(values, [f"{v:g}" for v in values])
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _log_axis_ticked_at(ax, sorted(frame[key].unique()))
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
     for ax in axes:
@@ -204,13 +199,19 @@ def plot_disentanglement(sweep: Sweep) -> plt.Figure | None:
     return fig
 
 
-def _plain_log_axes(ax: plt.Axes, *which: str) -> None:
-    """Log scale on ``which`` axes ("x", "y"), ticks written as plain numbers (0.5, 2, 20)."""
-    for name in which:
-        axis = ax.xaxis if name == "x" else ax.yaxis
-        getattr(ax, f"set_{name}scale")("log")
-        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-        axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_label))
+def _plain_log_y(ax: plt.Axes) -> None:
+    """Log-scale y axis with its ticks written as plain numbers (0.5, 2, 20)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_label))
+
+
+def _log_axis_ticked_at(ax: plt.Axes, values) -> None:
+    """Log-scale x axis whose only labelled ticks are ``values`` (the swept ε or β), as plain numbers."""
+    ax.set_xscale("log")
+    if len(values):
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def _minor_label(value: float, _: int) -> str:

@@ -9,6 +9,7 @@ metric that has that setting.
 import argparse
 import sys
 
+from constrained_vae.cli import EXIT_USER_ERROR
 from constrained_vae.errors import UserInputError
 from constrained_vae.evaluation import evaluate_paths, format_table, protocols_with
 from constrained_vae.metrics import METRICS
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
         )  # fmt: skip
     except (UserInputError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     print(format_table(evaluations))
     return 0
 
