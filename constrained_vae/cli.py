@@ -1,22 +1,45 @@
 """Command-line front ends. ``experiments/run.py`` calls :func:`run_main`.
 
-Errors a user can cause print one line, ``error: …``, and exit with status 2;
-a diverged run exits with status 1 after naming the step.
+Errors a user can cause print one line, ``error: …``, and exit with status 2
+(bad flags included: :class:`ArgumentParser`); a diverged run exits with status 1
+after naming the step; Ctrl-C writes a checkpoint and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from constrained_vae.config import DATASET_DEFAULTS, DATASETS, DEVICES, RunConfig, parse_spectrum
-from constrained_vae.errors import TrainingDiverged, UserInputError
+from constrained_vae.errors import TrainingDiverged, TrainingInterrupted, UserInputError
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error form: one line ``error: …`` on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def dataset_default(key: str) -> str:
+    """``default: 64 (dsprites, dsprites-npz), 128 (digits), …`` for a setting whose default depends on the dataset."""
+    by_value: dict[str, list[str]] = {}
+    for dataset, defaults in DATASET_DEFAULTS.items():
+        value = defaults[key]
+        text = "one per --spectrum value" if value is None and key == "latent_dim" else f"{value:g}"
+        by_value.setdefault(text, []).append(dataset)
+    if len(by_value) == 1:
+        return f"default: {next(iter(by_value))}"
+    return "default: " + ", ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items())
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,16 +55,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--spectrum", type=_spectrum, help="linear-gaussian eigenvalues, e.g. 16,8,4,2,1")
     data.add_argument("--num-samples", type=int, help="linear-gaussian rows (default 20000)")
     train = parser.add_argument_group("training (defaults depend on the dataset; see README)")
-    train.add_argument("--steps", type=int, help="total optimisation steps (with --resume: extend to this many)")
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float, help="primal (Adam) learning rate")
-    train.add_argument("--dual-lr", type=float, help="dual (SGD ascent on λ) learning rate")
-    train.add_argument("--multiplier-init", type=float, help="initial λ")
-    train.add_argument("--latent-dim", type=int, help="latent dimensions (dSprites: 10)")
-    train.add_argument("--seed", type=int)
+    described = (
+        ("--steps", int, "total optimisation steps (with --resume: extend to this many)"),
+        ("--batch-size", int, "examples per step, drawn with replacement"),
+        ("--lr", float, "primal (Adam) learning rate"),
+        ("--dual-lr", float, "dual (SGD ascent on λ) learning rate"),
+        ("--multiplier-init", float, "initial λ"),
+        ("--latent-dim", int, "latent dimensions"),
+        ("--log-every", int, "steps between rows of metrics.csv"),
+        ("--checkpoint-every", int, "steps between checkpoints"),
+    )
+    for flag, kind, text in described:
+        train.add_argument(flag, type=kind, help=f"{text}; {dataset_default(flag[2:].replace('-', '_'))}")
+    train.add_argument("--seed", type=int, help="seeds the model's initialisation, batches and samples (default: 0)")
     train.add_argument("--device", choices=DEVICES, help="default: auto (CUDA if available)")
-    train.add_argument("--log-every", type=int, help="steps between rows of metrics.csv")
-    train.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
 
 
 def _spectrum(text: str) -> list[float]:
@@ -64,7 +91,7 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def run_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="run.py",
         description="Train one β-VAE: KL-constrained (--epsilon, nats) or fixed-β (--beta); writes a run folder.",
     )
@@ -77,6 +104,7 @@ def run_parser() -> argparse.ArgumentParser:
 
 def run_main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, train, print where the run is and its final figures."""
+    from constrained_vae import runs
     from constrained_vae.training import resume_config, train
 
     args = run_parser().parse_args(argv)
@@ -91,6 +119,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
             config = RunConfig(**settings)
             config.validate()
             run_dir = Path(args.out) if args.out else default_run_dir(config)
+        if runs.is_unstarted(run_dir):
+            print(f"{run_dir} was stopped before its first checkpoint: starting it afresh", file=sys.stderr)
         summary = train(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -98,13 +128,27 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DIVERGED
+    except TrainingInterrupted as stopped:
+        print(f"\ninterrupted at step {stopped.step}; continue with: {resume_command(run_dir)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        where = f"continue from its last checkpoint with: {resume_command(run_dir)}"
+        print(f"\ninterrupted; {where if runs.is_started(run_dir) else 'nothing was trained'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(format_summary(run_dir, summary))
     return 0
 
 
+def resume_command(run_dir: Path) -> str:
+    return f"python experiments/run.py --resume {shlex.quote(str(run_dir))}"
+
+
 def format_summary(run_dir: Path, summary: dict) -> str:
     """The lines ``run.py`` ends with: where the run is, final KL, NLL and λ (or β)."""
-    tail = f"means over the last {summary['tail_steps']} of {summary['steps']} steps"
+    if summary["tail_steps"] >= summary["steps"]:
+        tail = f"means over all {summary['steps']} steps"
+    else:
+        tail = f"means over the last {summary['tail_steps']} of {summary['steps']} steps"
     lines = [f"run folder: {run_dir}", f"{summary['mode']} on {summary['dataset']} ({tail}, nats per sample):"]
     if summary["mode"] == "constrained":
         met = "met" if summary["constraint_satisfied"] else "NOT met"

@@ -105,6 +105,8 @@ class RunConfig:
                 _check_number(name, value, minimum=0.0, strict=True)
         if self.multiplier_init is not None:
             _check_number("multiplier-init", self.multiplier_init, minimum=0.0)
+        if not isinstance(self.spectrum, (list, tuple)) or not all(isinstance(s, (int, float)) for s in self.spectrum):
+            raise ConfigError(f"spectrum must be a list of positive numbers, got {self.spectrum!r}")
         if any(not (math.isfinite(s) and s > 0) for s in self.spectrum) or not self.spectrum:
             raise ConfigError(f"spectrum must be positive numbers, got {self.spectrum}")
 

@@ -23,11 +23,28 @@ class RunFolderError(UserInputError):
 
 
 class CheckpointError(RunFolderError):
-    """A checkpoint that cannot be read or belongs to another configuration."""
+    """A checkpoint that cannot be read, refuses to load safely, or belongs to another configuration."""
+
+
+class FolderInUse(RunFolderError):
+    """A run or sweep folder that another process holds (see :mod:`constrained_vae.locks`)."""
+
+
+class ResourceError(UserInputError):
+    """The run asked for more memory than there is (a batch too large for the machine)."""
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the multiplier became NaN or infinite; the last good checkpoint stays."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped training between two steps, after a checkpoint at ``step``."""
+
+    def __init__(self, step: int, run_dir: str) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.step = step
+        self.run_dir = run_dir
 
 
 class SweepError(UserInputError):

@@ -5,8 +5,12 @@
     RUN/summary.json   final and tail-averaged figures
     RUN/checkpoint.pt  model, optimizers, multiplier, RNG states, step
 
+    RUN/.lock          held by the process writing the folder (see :mod:`constrained_vae.locks`)
+
 Files are written atomically (a temporary file, then ``os.replace``), so an
-interrupted write never leaves a half-written checkpoint or summary.
+interrupted write never leaves a half-written checkpoint or summary. ``metrics.csv``
+is append-only: a kill or a full disk can leave a torn last row, which readers drop.
+Checkpoints are data, not code: they are loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import math
 import pickle
 import platform
+import re
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,7 +30,7 @@ from typing import Any
 import torch
 
 from constrained_vae.config import RunConfig
-from constrained_vae.errors import CheckpointError, RunFolderError
+from constrained_vae.errors import CheckpointError, RunFolderError, UserInputError
 from constrained_vae.files import atomic_write_bytes, atomic_write_json
 
 CONFIG = "config.json"
@@ -36,6 +41,9 @@ SCORES = "metrics.json"  # disentanglement scores, written by constrained_vae.ev
 METRICS_COLUMNS = ("step", "nll", "kl", "loss", "multiplier", "epsilon", "seconds")
 TAIL_FRACTION = 0.1  # summary figures average the last 10% of steps
 CONSTRAINT_TOLERANCE = 0.05  # constraint met when tail KL ≤ ε·(1 + 5%)
+# What torch's weights-only unpickler says when a checkpoint refers to code (a class or a function):
+# "Unsupported global: GLOBAL mod.Name …" or "Trying to load unsupported GLOBAL mod.name …".
+UNSAFE_GLOBAL = re.compile(r"unsupported global:? (?:GLOBAL )?(\S+)", re.I)
 
 
 def versions() -> dict[str, str]:
@@ -52,12 +60,48 @@ def versions() -> dict[str, str]:
     }
 
 
+RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT)
+
+
 def holds_run(run_dir: Path) -> bool:
     return any((Path(run_dir) / name).exists() for name in (CONFIG, CHECKPOINT, METRICS))
 
 
+def is_started(run_dir: Path) -> bool:
+    """Whether the run has a checkpoint to resume from (it is written at step 0)."""
+    return (Path(run_dir) / CHECKPOINT).exists()
+
+
+def is_unstarted(run_dir: Path) -> bool:
+    """A folder whose run was stopped before its first checkpoint: it holds run files but cannot resume."""
+    return holds_run(run_dir) and not is_started(run_dir)
+
+
+def check_new(run_dir: str | Path) -> None:
+    """Refuse a folder for a new run when it holds a started run, or is not a folder."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} exists and is not a folder")
+    if is_started(run_dir):
+        raise RunFolderError(f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, or another --out")
+
+
+def clear_unstarted(run_dir: Path) -> None:
+    """Remove the run files of a run stopped before its first checkpoint (nothing there can be resumed)."""
+    if is_started(run_dir):
+        raise RunFolderError(f"{run_dir} holds a started run; refusing to clear it")
+    for name in RUN_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def discard(run_dir: Path) -> None:
+    """Remove every run file (a new run that could not take its first step leaves nothing behind)."""
+    for name in RUN_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
 def create(run_dir: str | Path, config: RunConfig) -> Path:
-    """Make a new run folder holding ``config.json``; refuse one that already holds a run."""
+    """Write ``config.json`` and the header of ``metrics.csv`` into a folder that holds no run."""
     run_dir = Path(run_dir)
     if holds_run(run_dir):
         raise RunFolderError(f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, or another --out")
@@ -65,8 +109,7 @@ def create(run_dir: str | Path, config: RunConfig) -> Path:
         raise RunFolderError(f"{run_dir} exists and is not a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / CONFIG, config.to_dict() | {"versions": versions()})
-    with open(run_dir / METRICS, "w", newline="") as handle:
-        csv.writer(handle).writerow(METRICS_COLUMNS)
+    atomic_write_bytes(run_dir / METRICS, _csv_text([METRICS_COLUMNS]).encode())
     return run_dir
 
 
@@ -78,7 +121,16 @@ def read_config(run_dir: str | Path) -> RunConfig:
         values = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RunFolderError(f"{path} is not valid JSON: {error}") from None
-    return RunConfig.from_dict(values)
+    if not isinstance(values, dict):
+        held = json.dumps(values)
+        held = held if len(held) <= 40 else held[:39] + "…"
+        raise RunFolderError(f"{path} is not a run config: it should hold a JSON object of settings, not {held}")
+    try:
+        config = RunConfig.from_dict(values)
+        config.validate()
+    except (UserInputError, TypeError) as error:
+        raise RunFolderError(f"{path} is not a valid run config: {error}") from None
+    return config
 
 
 def update_config(run_dir: Path, config: RunConfig) -> None:
@@ -95,12 +147,40 @@ def append_metrics(run_dir: Path, rows: Iterable[dict[str, float]]) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    """The rows of ``metrics.csv`` as dicts of floats (``epsilon`` is NaN in fixed mode)."""
+    """The rows of ``metrics.csv`` as dicts of floats (``epsilon`` is NaN in fixed mode).
+
+    A torn last row (no line end, missing fields or a half-written number: what a
+    kill or a full disk mid-append leaves) is dropped; a bad row anywhere else is
+    corruption and raises :class:`RunFolderError`.
+    """
     path = Path(run_dir) / METRICS
     if not path.exists():
         raise RunFolderError(f"{run_dir} has no {METRICS}")
-    with open(path, newline="") as handle:
-        return [{k: (float(v) if v != "" else math.nan) for k, v in row.items()} for row in csv.DictReader(handle)]
+    text = path.read_bytes().decode(errors="replace")
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines.pop()  # torn: the writer never finished the line
+    records = list(csv.reader(lines))
+    if not records or tuple(records[0]) != METRICS_COLUMNS:
+        raise RunFolderError(f"{path} is not a metrics log (its header is not {','.join(METRICS_COLUMNS)})")
+    rows = []
+    for number, record in enumerate(records[1:], start=2):
+        row = _parse_row(record)
+        if row is None:
+            if number == len(records):
+                break  # a torn last row
+            raise RunFolderError(f"{path} is corrupt at line {number}: {','.join(record)!r}")
+        rows.append(row)
+    return rows
+
+
+def _parse_row(record: list[str]) -> dict[str, float] | None:
+    if len(record) != len(METRICS_COLUMNS):
+        return None
+    try:
+        return {k: (float(v) if v != "" else math.nan) for k, v in zip(METRICS_COLUMNS, record, strict=True)}
+    except ValueError:
+        return None
 
 
 def truncate_metrics(run_dir: Path, last_step: int, log_every: int, final_step: int) -> None:
@@ -114,12 +194,14 @@ def truncate_metrics(run_dir: Path, last_step: int, log_every: int, final_step: 
     rows = [row for row in read_metrics(run_dir) if row["step"] <= last_step]
     if rows and rows[-1]["step"] == last_step and last_step % log_every != 0 and last_step < final_step:
         rows.pop()
+    records = [[_format(row[c]) for c in METRICS_COLUMNS] for row in rows]
+    atomic_write_bytes(Path(run_dir) / METRICS, _csv_text([METRICS_COLUMNS, *records]).encode())
+
+
+def _csv_text(records: Iterable[Iterable[str]]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(METRICS_COLUMNS)
-    for row in rows:
-        writer.writerow([_format(row[c]) for c in METRICS_COLUMNS])
-    atomic_write_bytes(Path(run_dir) / METRICS, buffer.getvalue().encode())
+    csv.writer(buffer).writerows(records)
+    return buffer.getvalue()
 
 
 def _format(value: float) -> str:
@@ -140,8 +222,16 @@ def load_checkpoint(run_dir: str | Path, config: RunConfig) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"{run_dir} has no {CHECKPOINT} to resume from")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as error:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = UNSAFE_GLOBAL.search(str(error))
+        if found:
+            raise CheckpointError(
+                f"{path} was refused: it refers to code ({found.group(1)}), not only tensors and plain data, "
+                "and loading it could run that code; nothing in it was executed"
+            ) from None
+        raise CheckpointError(f"{path} is corrupt or not a checkpoint (UnpicklingError)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(error).__name__})") from None
     if not isinstance(state, dict) or "numerics" not in state or "step" not in state:
         raise CheckpointError(f"{path} is not a constrained-vae checkpoint")
@@ -154,12 +244,18 @@ def load_checkpoint(run_dir: str | Path, config: RunConfig) -> dict[str, Any]:
 
 
 def summarise(config: RunConfig, rows: list[dict[str, float]], seconds: float) -> dict[str, Any]:
-    """Final and tail-averaged figures; the tail is the rows of the last 10% of steps."""
+    """Final and tail-averaged figures; the tail is the rows logged in the last 10% of steps.
+
+    ``tail_steps`` is the number of steps those rows average (a row averages the
+    steps since the row before it), so it can exceed 10% when rows are sparse.
+    """
     if not rows:
         raise RunFolderError("no metrics were logged; cannot summarise the run")
     steps = int(rows[-1]["step"])
     tail_start = steps - max(1, math.ceil(TAIL_FRACTION * steps))
-    tail = [row for row in rows if row["step"] > tail_start] or rows[-1:]
+    first = next((i for i, row in enumerate(rows) if row["step"] > tail_start), len(rows) - 1)
+    tail = rows[first:]
+    covered_from = int(rows[first - 1]["step"]) if first > 0 else 0
 
     def mean(key: str) -> float:
         return sum(row[key] for row in tail) / len(tail)
@@ -177,7 +273,7 @@ def summarise(config: RunConfig, rows: list[dict[str, float]], seconds: float) -
         "seed": config.seed,
         "steps": steps,
         "seconds": seconds,
-        "tail_steps": steps - tail_start,
+        "tail_steps": steps - covered_from,
         "kl": kl,
         "nll": nll,
         "elbo": -(nll + kl),

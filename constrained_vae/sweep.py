@@ -12,6 +12,13 @@ steps is skipped, one with a checkpoint is resumed from it (bit for bit, as
 ``run.py --resume`` does), and a folder with a config but no checkpoint (stopped
 before its first checkpoint) is cleared and started afresh.
 
+**One writer.** The sweep holds ``SWEEP/.lock`` from planning to the report, and
+each point's training holds its run folder's (:mod:`constrained_vae.locks`): a
+second sweep into the same folder, or ``run.py --resume`` on a running point, is
+refused with ``error: … is in use by process N`` and touches nothing. The command
+is checked before the lock is taken (bad input writes nothing) and planned again
+under it (another sweep may have moved on in between).
+
 **Re-running with another grid.** A sweep folder holds one set of run settings.
 A command with the same run settings (compared once dataset defaults are filled in,
 so ``--steps 4000`` equals the linear-gaussian default) whose ``--epsilon``,
@@ -35,7 +42,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -49,8 +55,15 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from constrained_vae import runs
-from constrained_vae.cli import EXIT_USER_ERROR, add_run_arguments, settings_from_args
+from constrained_vae import locks, runs
+from constrained_vae.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    ArgumentParser,
+    add_run_arguments,
+    dataset_default,
+    settings_from_args,
+)
 from constrained_vae.config import Mode, RunConfig
 from constrained_vae.errors import ConfigError, DataError, SweepError, UserInputError
 from constrained_vae.files import atomic_write_json
@@ -61,7 +74,6 @@ SWEEP_FILE = "sweep.json"
 FAILURES_FILE = "failures.json"
 GRID_FIELDS = ("epsilon", "beta", "seed")  # the RunConfig fields a point sets; the others are run settings
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 STOP_TIMEOUT_S = 60.0  # how long a stopped point may take to leave its step before it is killed
 REASON_MAX_CHARS = 300
 # Imported once in the forkserver rather than in every point: torch's optimizers import torch._dynamo on
@@ -245,10 +257,13 @@ def read_record(sweep_dir: Path) -> dict[str, Any] | None:
 
 
 def check_new_sweep_folder(sweep_dir: Path) -> None:
-    """A new sweep goes into a missing or empty folder, never among other files."""
+    """A new sweep goes into a missing or empty folder, never among other files.
+
+    Empty means: nothing but a lock file and temporary files a killed sweep left (it never wrote its record).
+    """
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise SweepError(f"--out {sweep_dir} exists and is not a folder")
-    if sweep_dir.is_dir() and any(sweep_dir.iterdir()):
+    if sweep_dir.is_dir() and any(not locks.is_bookkeeping(path) for path in sweep_dir.iterdir()):
         raise SweepError(f"--out {sweep_dir} is not empty and holds no {SWEEP_FILE}; choose a new folder")
 
 
@@ -338,10 +353,11 @@ def run_sweep(plan: SweepPlan, workers: int, *, progress: bool = True) -> list[O
 
 
 def run_point(task: Task) -> Outcome:
-    """Train one point (fresh, restarted or resumed); any exception becomes a failed outcome."""
+    """Train one point (fresh, restarted or resumed); any exception becomes a failed outcome.
+
+    A restarted point (stopped before its first checkpoint) is cleared by ``train`` itself, under its lock.
+    """
     try:
-        if task.action == "restart":
-            shutil.rmtree(task.run_dir)
         train(task.config, task.run_dir, resume=task.action == "resume", progress=False)
     except Exception as error:
         return Outcome(task.name, "failed", one_line(error))
@@ -531,7 +547,7 @@ def _table_row(sweep_dir: Path, outcome: Outcome) -> tuple[str, ...]:
 
 def sweep_parser() -> argparse.ArgumentParser:
     """``run.py``'s flags, with several values for ``--epsilon``/``--beta`` and ``--seeds`` for ``--seed``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Train a grid of β-VAEs (ε values and/or β values × seeds), one run folder per point, "
         "in parallel. Re-running the same command finishes an interrupted sweep.",
@@ -544,6 +560,7 @@ def sweep_parser() -> argparse.ArgumentParser:
     grid.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
     sweep = parser.add_argument_group("sweep")
     sweep.add_argument("--out", required=True, metavar="SWEEP", help="the sweep folder (new, or one to finish)")
+    sweep.add_argument("--steps", type=int, help=f"optimisation steps of every point; {dataset_default('steps')}")
     sweep.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="points trained at once (default: CPU cores)"
     )
@@ -574,18 +591,20 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = sweep_parser().parse_args(argv)
+    grid, settings, command = grid_from_args(args), run_settings_from_args(args), [PROG, *argv]
     try:
         workers = check_workers(args.workers)
-        plan = plan_sweep(args.out, grid_from_args(args), run_settings_from_args(args), [PROG, *argv])
+        plan_sweep(args.out, grid, settings, command)  # bad input is refused before the folder is touched
+        with locks.hold(args.out):
+            plan = plan_sweep(args.out, grid, settings, command)
+            if plan.added_points:
+                print(f"extending the sweep in {plan.sweep_dir} by {plan.added_points} points (same run settings)")
+            outcomes = run_sweep(plan, workers, progress=not args.no_progress)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    if plan.added_points:
-        print(f"extending the sweep in {plan.sweep_dir} by {plan.added_points} points (same run settings)")
-    try:
-        outcomes = run_sweep(plan, workers, progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: re-run the same command to finish the sweep in {plan.sweep_dir}", file=sys.stderr)
+        print(f"\ninterrupted: re-run the same command to finish the sweep in {args.out}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(format_report(plan.sweep_dir, outcomes))
     return EXIT_FAILED if any(outcome.status == "failed" for outcome in outcomes) else 0

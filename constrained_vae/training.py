@@ -4,12 +4,21 @@
 ``train(config, run_dir, resume=True)`` continues one from its checkpoint, exactly
 as if it had not stopped (same batches, same posterior samples, same optimizer
 state): on CPU the numbers are bit-for-bit those of an uninterrupted run.
+
+The run folder is held (:func:`constrained_vae.locks.hold`) for the whole of
+``train``. Ctrl-C or SIGTERM stops training between two steps: a checkpoint is
+written at that step and :class:`TrainingInterrupted` is raised (a second Ctrl-C
+stops at once; the last checkpoint is then the previous one).
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +26,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from constrained_vae import runs
+from constrained_vae import locks, runs
 from constrained_vae.config import RESUMABLE_OVERRIDES, RunConfig
 from constrained_vae.data import Dataset, TensorDataset, check_likelihood_range, load_dataset
-from constrained_vae.errors import ConfigError, TrainingDiverged
+from constrained_vae.errors import ConfigError, ResourceError, RunFolderError, TrainingDiverged, TrainingInterrupted
 from constrained_vae.models import VAE, build_likelihood, build_vae
 from constrained_vae.objectives import Objective, StepTerms, build_objective
 
@@ -87,6 +96,11 @@ class Trainee:
             raise ConfigError(f"dataset {config.dataset} is for a {dataset.likelihood} likelihood")
         if isinstance(dataset, TensorDataset):
             check_likelihood_range(dataset.data, config.likelihood, config.dataset)
+        if config.batch_size > len(dataset):
+            raise ConfigError(
+                f"--batch-size {config.batch_size} is larger than the dataset ({len(dataset)} examples of "
+                f"{config.dataset}); batches are drawn from it, so use at most {len(dataset)}"
+            )
         torch.manual_seed(config.seed)
         if device.type == "cuda":
             torch.cuda.manual_seed_all(config.seed)
@@ -137,35 +151,114 @@ def _is_finite(terms: StepTerms) -> bool:
     return all(math.isfinite(v) for v in (terms.nll, terms.kl, terms.loss, terms.multiplier))
 
 
-def prepare(config: RunConfig, run_dir: str | Path, *, resume: bool = False) -> tuple[Trainee, Path]:
-    """Build the trainee and its run folder (new, or restored from its checkpoint).
+def prepare(trainee: Trainee, run_dir: Path, *, resume: bool) -> bool:
+    """Make ``run_dir`` a new run folder, or restore ``trainee`` from its checkpoint; whether it is new.
 
-    For ``resume``, ``config`` is the run's own config with only the settings in
-    :data:`~constrained_vae.config.RESUMABLE_OVERRIDES` changed.
+    Call while holding the folder. A folder stopped before its first checkpoint
+    (config but no checkpoint) is started afresh, with ``--out`` or ``--resume``
+    alike. For ``resume``, ``trainee.config`` is the run's own config with only the
+    settings in :data:`~constrained_vae.config.RESUMABLE_OVERRIDES` changed.
     """
-    run_dir = Path(run_dir)
-    config = config.resolved()
-    trainee = Trainee.build(config)  # validates data before anything is written
-    if not resume:
+    config = trainee.config
+    if not resume or not runs.is_started(run_dir):
+        if resume and not runs.holds_run(run_dir):
+            raise RunFolderError(f"{run_dir} has no {runs.CHECKPOINT} to resume from")
+        runs.check_new(run_dir)
+        runs.clear_unstarted(run_dir)
         runs.create(run_dir, config)
         runs.save_checkpoint(run_dir, trainee.state_dict())  # a usable checkpoint from step 0
-        return trainee, run_dir
+        return True
     state = runs.load_checkpoint(run_dir, config)
     if config.steps < state["step"]:
         raise ConfigError(f"--steps {config.steps} is fewer than the {state['step']} steps the run has done")
     trainee.load_state_dict(state)
     runs.truncate_metrics(run_dir, trainee.step, config.log_every, config.steps)
     runs.update_config(run_dir, config)
-    return trainee, run_dir
+    return False
+
+
+class StopRequest:
+    """Set by Ctrl-C (SIGINT) or SIGTERM while training runs; the loop stops at the next step boundary.
+
+    Only in the main thread, and only for signals not ignored (a sweep worker ignores
+    SIGINT: its sweep stops it with SIGTERM). A second signal raises KeyboardInterrupt.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    previous[signum] = signal.signal(signum, self._handle)
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train to ``config.steps`` steps and return the summary (also in ``RUN/summary.json``).
 
-    Raises :class:`TrainingDiverged` if the loss or the multiplier stops being finite;
-    the checkpoint in the run folder is then the last good one.
+    Raises :class:`TrainingDiverged` if the loss or the multiplier stops being finite
+    (the checkpoint in the run folder is then the last good one),
+    :class:`TrainingInterrupted` on Ctrl-C or SIGTERM (after a checkpoint at that step),
+    :class:`ResourceError` when a step runs out of memory, and
+    :class:`~constrained_vae.errors.FolderInUse` when another process holds ``run_dir``.
     """
-    trainee, run_dir = prepare(config, run_dir, resume=resume)
+    run_dir = Path(run_dir)
+    stop = StopRequest()
+    with stop.installed():
+        trainee = Trainee.build(config.resolved())  # validates settings and data before anything is written
+        if not resume:
+            runs.check_new(run_dir)  # a started run is refused before its folder is touched
+        if stop.requested:
+            raise KeyboardInterrupt
+        with locks.hold(run_dir):
+            fresh = prepare(trainee, run_dir, resume=resume)
+            try:
+                _train_steps(trainee, run_dir, stop, progress)
+            except Exception as error:
+                if not _is_out_of_memory(error):
+                    raise
+                if fresh and trainee.step == 0:
+                    runs.discard(run_dir)  # nothing trained: leave nothing behind
+                    where = "nothing was written"
+                else:
+                    where = f"the last checkpoint is in {run_dir}"
+                raise ResourceError(
+                    f"out of memory in step {trainee.step + 1} with --batch-size {trainee.config.batch_size} "
+                    f"({type(error).__name__}); use a smaller batch or a machine with more memory; {where}"
+                ) from None
+            summary = runs.summarise(trainee.config, runs.read_metrics(run_dir), trainee.seconds)
+            runs.write_summary(run_dir, summary)
+    return summary
+
+
+def _train_steps(trainee: Trainee, run_dir: Path, stop: StopRequest, progress: bool) -> None:
+    """The loop: steps, log rows, checkpoints; stops at a step boundary when ``stop`` is requested."""
     config = trainee.config
     bar = tqdm(
         total=config.steps, initial=trainee.step, disable=not progress, dynamic_ncols=True,
@@ -176,6 +269,10 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
     trainee.model.train()
     try:
         while trainee.step < config.steps:
+            if stop.requested:
+                if trainee.step != last_checkpoint:
+                    runs.save_checkpoint(run_dir, trainee.state_dict())
+                raise TrainingInterrupted(trainee.step, str(run_dir))
             started = time.perf_counter()
             terms = trainee.objective.step(trainee.next_batch())
             trainee.step += 1
@@ -200,9 +297,6 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
                 last_checkpoint = trainee.step
     finally:
         bar.close()
-    summary = runs.summarise(config, runs.read_metrics(run_dir), trainee.seconds)
-    runs.write_summary(run_dir, summary)
-    return summary
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:

@@ -1,11 +1,14 @@
 """experiments/run.py as a user meets it: flags, output, exit codes, one-line errors."""
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from constrained_vae.cli import run_main
 
@@ -116,3 +119,118 @@ def test_resume_extends_a_run(tmp_path, monkeypatch, capsys):
     assert "of 40 steps" in capsys.readouterr().out
     assert run_main(["--resume", "r", "--epsilon", "3", "--no-progress"]) == 2
     assert "differs from the run's" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["/proc/x/run", "/sys/x", "afile/sub", "afile"])
+def test_an_out_folder_that_cannot_be_made_is_one_line_exit_2(tmp_path, monkeypatch, capsys, out):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    code = run_main(["--epsilon", "1", *FAST, "--out", out])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and out in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epsilon", "1", "--spectrum", "a,b"], "--spectrum must be comma-separated numbers"),
+        (["--epsilon", "abc"], "argument --epsilon: invalid float value: 'abc'"),
+        (["--epsilon", "1", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_flags_argparse_refuses_are_one_line_too(tmp_path, args, message):
+    done = run_script(*args, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    err = done.stderr.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err and "usage" not in err
+
+
+def test_a_batch_larger_than_the_dataset_is_refused_before_anything_is_allocated(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["--epsilon", "1", "--dataset", "digits", "--batch-size", "10000000", "--no-progress"]
+    code = run_main([*args, "--out", "r"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err == (
+        "error: --batch-size 10000000 is larger than the dataset (1797 examples of digits); "
+        "batches are drawn from it, so use at most 1797"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB"),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried ..."),
+        MemoryError(),
+    ],
+    ids=["cuda", "cpu", "python"],
+)
+def test_running_out_of_memory_is_a_clear_error_and_keeps_what_was_trained(tmp_path, monkeypatch, capsys, failure):
+    from constrained_vae import runs
+    from constrained_vae.objectives import Objective
+
+    monkeypatch.chdir(tmp_path)
+    original, calls = Objective.step, {"n": 0}
+
+    def step(self, x, fail_at):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise failure
+        return original(self, x)
+
+    monkeypatch.setattr(Objective, "step", lambda self, x: step(self, x, fail_at=1))
+    code = run_main(["--epsilon", "1", *FAST, "--out", "r"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith("error: out of memory in step 1 with --batch-size 32") and "nothing was written" in err
+    assert not (tmp_path / "r").exists()
+
+    calls["n"] = 0
+    monkeypatch.setattr(Objective, "step", lambda self, x: step(self, x, fail_at=13))
+    assert run_main(["--epsilon", "1", *FAST, "--checkpoint-every", "10", "--out", "r"]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory in step 13" in err and "the last checkpoint is in r" in err
+    assert torch.load(tmp_path / "r" / runs.CHECKPOINT, weights_only=True)["step"] == 10
+
+
+def test_ctrl_c_writes_a_checkpoint_says_how_to_continue_and_exits_130(tmp_path):
+    from constrained_vae import runs
+
+    args = ["--epsilon", "1", *FAST[:-3], "--steps", "1500", "--checkpoint-every", "1000", "--no-progress"]
+    straight = run_script(*args, "--out", "straight", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    running = subprocess.Popen(
+        [sys.executable, str(ROOT / "experiments" / "run.py"), *args, "--out", "r"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    while not (tmp_path / "r" / "metrics.csv").exists() or len(runs.read_metrics(tmp_path / "r")) < 5:
+        assert running.poll() is None, running.communicate()
+        time.sleep(0.05)
+    running.send_signal(signal.SIGINT)
+    _, err = running.communicate(timeout=60)
+    step = torch.load(tmp_path / "r" / runs.CHECKPOINT, weights_only=True)["step"]
+    assert running.returncode == 130
+    assert err.strip() == f"interrupted at step {step}; continue with: python experiments/run.py --resume r"
+    assert 100 <= step < 1500 and step % 1000 != 0  # at the step it was stopped, not at a scheduled checkpoint
+    resumed = run_script("--resume", "r", "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+
+    def numbers(run):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_metrics(tmp_path / run)]
+
+    assert numbers("r") == numbers("straight")
+
+
+def test_help_states_every_default():
+    from constrained_vae.cli import run_parser
+    from constrained_vae.sweep import sweep_parser
+
+    text = " ".join(run_parser().format_help().split())
+    assert "--batch-size BATCH_SIZE examples per step, drawn with replacement; default: 64 (dsprites" in text
+    assert "--seed SEED seeds the model's initialisation, batches and samples (default: 0)" in text
+    sweep_help = " ".join(sweep_parser().format_help().split())
+    assert "--steps STEPS optimisation steps of every point; default: 3000" in sweep_help
+    assert "--resume" not in sweep_help

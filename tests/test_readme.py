@@ -20,9 +20,10 @@ def test_ci_runs_exactly_the_readme_install_and_test_commands():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
     readme_commands = [line for block in blocks for line in block.splitlines()]
-    install, test = ci_commands()
+    install, *tests = ci_commands()
     assert install in readme_commands
-    assert test in readme_commands
+    assert tests == ["python -m pytest", "python -m pytest -m slow"]
+    assert all(test in readme_commands for test in tests)
     assert "python experiments/run.py --epsilon 20" in readme_commands
     assert install.index("torch==2.13.0") < install.index("-e")
 

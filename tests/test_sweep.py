@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from constrained_vae import runs
+from constrained_vae import locks, runs
 from constrained_vae import sweep as sweep_module
 from constrained_vae.config import RunConfig
 from constrained_vae.sweep import Grid, Outcome, Point, Task, run_in_processes, sweep_main, sweep_parser
@@ -28,11 +28,11 @@ def sweep_in_process(out, *args, workers=1):
 
 
 def files_of(folder):
-    """Every file under ``folder``: relative path → (mtime in ns, contents)."""
+    """Every file under ``folder`` but the lock files (they hold the last writer's pid): path → (mtime ns, bytes)."""
     return {
         str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.read_bytes())
         for path in sorted(folder.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.name != locks.LOCK_FILE
     }
 
 
@@ -71,7 +71,7 @@ def test_a_grid_makes_one_run_folder_per_point_and_a_sweep_record(finished_sweep
     assert done.returncode == 0, done.stderr
     assert statuses(done.stdout) == dict.fromkeys(NAMES, "done")
     assert "done=6, failed=0, skipped=0" in done.stderr  # the progress bar's postfix
-    assert sorted(p.name for p in path.iterdir()) == sorted([*NAMES, "sweep.json"])
+    assert sorted(p.name for p in path.iterdir()) == sorted([*NAMES, "sweep.json", locks.LOCK_FILE])
     record = json.loads((path / "sweep.json").read_text())
     assert record["command"] == ["experiments/sweep.py", "--out", "sweep", *GRID, *FAST, "--workers", "2"]
     assert record["grid"] == {"epsilon": [1.0, 2.0], "beta": [1.0], "seeds": [0, 1]}

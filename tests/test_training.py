@@ -51,7 +51,8 @@ def test_run_folder_has_the_contract_files_and_summary_fields(tmp_path):
     assert on_disk == summary
     for key in ("mode", "epsilon", "beta", "steps", "seconds", "kl", "nll", "multiplier", "multiplier_std"):
         assert key in summary
-    assert summary["beta"] is None and summary["steps"] == 40 and summary["tail_steps"] == 4
+    # The tail is the last 10% (4 steps): the row at step 40, which averages steps 36–40, so 5 steps.
+    assert summary["beta"] is None and summary["steps"] == 40 and summary["tail_steps"] == 5
     tail = [r for r in rows if r["step"] > 36]
     assert summary["kl"] == pytest.approx(sum(r["kl"] for r in tail) / len(tail))
     assert isinstance(summary["constraint_satisfied"], bool)

@@ -1,0 +1,145 @@
+"""Fault injection: kill -9 at random moments, then resume; two sweeps into one folder at once.
+
+Each ends as the uninterrupted run ends (bit for bit on CPU), with no temporary file
+left behind. Slow (a few minutes on 2 cores): ``python -m pytest -m slow``; CI runs it.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from constrained_vae import runs
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+KILLS = 20
+RUN = ["--epsilon", "1", "--dataset", "linear-gaussian", "--spectrum", "4,2,1", "--num-samples", "256",
+       "--batch-size", "32", "--steps", "3000", "--log-every", "10", "--checkpoint-every", "50",
+       "--no-progress"]  # fmt: skip
+SWEEP = ["--epsilon", "1", "2", "--beta", "1", "--seeds", "0", "1", "--dataset", "linear-gaussian",
+         "--spectrum", "4,2,1", "--num-samples", "256", "--batch-size", "32", "--steps", "1500",
+         "--log-every", "10", "--checkpoint-every", "50", "--workers", "2", "--no-progress"]  # fmt: skip
+POINTS = [f"{tag}-seed{seed}" for tag in ("eps1", "eps2", "beta1") for seed in (0, 1)]
+
+
+def start(script: str, *args: str, cwd: Path) -> subprocess.Popen:
+    """A script in a session of its own, so that kill -9 of its group takes its workers too."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "experiments" / script), *args], cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def kill_9(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()
+
+
+def last_step(run_dir: Path) -> int:
+    try:
+        rows = runs.read_metrics(run_dir)
+    except (OSError, ValueError):
+        return 0
+    return int(rows[-1]["step"]) if rows else 0
+
+
+def kill_at_a_random_moment(process: subprocess.Popen, rng: random.Random, progress, steps: int) -> None:
+    """Kill while starting up (a quarter of the time), or once training is up to 1/KILLS of ``steps`` further on.
+
+    Advancing by at most ``steps / KILLS`` per kill spreads the kills over the run instead of finishing it early.
+    """
+    if rng.random() < 0.25:
+        deadline = time.monotonic() + rng.uniform(0.0, 3.0)
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+    else:
+        target = min(steps, progress() + rng.randint(1, steps // KILLS))
+        while progress() < target and process.poll() is None:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.05))
+    kill_9(process)
+
+
+def numbers(run_dir: Path) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_metrics(run_dir)]
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    assert numbers(run_dir) == numbers(reference)
+    state = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)
+    expected = torch.load(reference / runs.CHECKPOINT, weights_only=True)
+    assert state["step"] == expected["step"]
+    for part in ("model", "likelihood"):
+        assert all(torch.equal(state[part][k], expected[part][k]) for k in expected[part]), part
+    assert state["multiplier"] == expected["multiplier"]
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.tmp"))
+
+
+def test_a_run_killed_20_times_ends_as_the_uninterrupted_run(tmp_path):
+    reference = start("run.py", *RUN, "--out", "reference", cwd=tmp_path)
+    assert reference.wait() == 0, reference.communicate()
+    rng, run = random.Random(12), tmp_path / "run"
+    for _ in range(KILLS):
+        args = ["--resume", "run", "--no-progress"] if runs.is_started(run) else [*RUN, "--out", "run"]
+        kill_at_a_random_moment(start("run.py", *args, cwd=tmp_path), rng, lambda: last_step(run), 3000)
+    finished = start("run.py", "--resume", "run", "--no-progress", cwd=tmp_path)
+    _, err = finished.communicate()
+    assert finished.returncode == 0, err
+    assert_same_run(run, tmp_path / "reference")
+    assert temporaries(tmp_path) == []
+
+
+def test_a_sweep_killed_20_times_ends_as_the_uninterrupted_sweep(tmp_path):
+    reference = start("sweep.py", *SWEEP, "--out", "reference", cwd=tmp_path)
+    assert reference.wait() == 0, reference.communicate()
+    rng, sweep = random.Random(7), tmp_path / "sweep"
+
+    def progress() -> int:
+        return sum(last_step(sweep / name) for name in POINTS)
+
+    for _ in range(KILLS):
+        kill_at_a_random_moment(start("sweep.py", *SWEEP, "--out", "sweep", cwd=tmp_path), rng, progress, 6 * 1500)
+    finished = start("sweep.py", *SWEEP, "--out", "sweep", cwd=tmp_path)
+    _, err = finished.communicate()
+    assert finished.returncode == 0, err
+    for name in POINTS:
+        assert_same_run(sweep / name, tmp_path / "reference" / name)
+    assert not (sweep / "failures.json").exists()
+    assert temporaries(tmp_path) == []
+
+
+def test_two_sweeps_into_one_folder_at_once_one_is_refused_the_other_completes(tmp_path):
+    """The issue's reproduction: kill a sweep part-way, then start the same command twice at once."""
+    reference = start("sweep.py", *SWEEP, "--out", "reference", cwd=tmp_path)
+    assert reference.wait() == 0, reference.communicate()
+    sweep = tmp_path / "sweep"
+    first = start("sweep.py", *SWEEP, "--out", "sweep", cwd=tmp_path)
+    while sum(last_step(sweep / name) for name in POINTS) < 1500 and first.poll() is None:
+        time.sleep(0.01)
+    kill_9(first)
+    both = [start("sweep.py", *SWEEP, "--out", "sweep", cwd=tmp_path) for _ in range(2)]
+    results = [(process.communicate(), process.returncode) for process in both]
+    codes = sorted(code for _, code in results)
+    assert codes == [0, 2], results
+    ((_, refused_err), _) = next(result for result in results if result[1] == 2)
+    winner = next(process for process, result in zip(both, results, strict=True) if result[1] == 0)
+    assert refused_err.strip() == f"error: sweep is in use by process {winner.pid}; wait for it to finish, or stop it"
+    for name in POINTS:
+        assert_same_run(sweep / name, tmp_path / "reference" / name)
+        steps = [row["step"] for row in runs.read_metrics(sweep / name)]
+        assert steps == sorted(set(steps))  # no duplicated or out-of-order rows
+    assert temporaries(tmp_path) == []
