@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from mpl_toolkits.axes_grid1 import make_axes_locatable
 
+from constrained_vae import locks
 from constrained_vae.losses import gaussian_kl_per_dim
 
 FIGURES_DIR = "figures"
@@ -265,7 +266,8 @@ def write_figures(
     ``num_kl_observations`` random observations give each dimension's average KL (nats); the
     first of them is the traversal seed image and the first ``num_reconstructions`` are the
     reconstructed ones. ``seed`` fixes the observations and the prior samples. Raises
-    RunFolderError (from :func:`~constrained_vae.training.load_run`) for a folder that is not a run.
+    RunFolderError (from :func:`~constrained_vae.training.load_run`) for a folder that is not a run,
+    and FolderInUse while another process (a training run) holds it.
     """
     from constrained_vae.training import load_run
 
@@ -277,8 +279,15 @@ def write_figures(
         if value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value}")
     trainee = load_run(run_dir, device=device)
+    with locks.hold(run_dir):
+        return _write_figures(trainee, Path(run_dir) / FIGURES_DIR, seed, traversal_limit, **counts)
+
+
+def _write_figures(
+    trainee, out_dir: Path, seed: int, traversal_limit: float, *,
+    num_kl_observations: int, traversal_steps: int, num_reconstructions: int, num_prior_samples: int,
+) -> list[Path]:  # fmt: skip
     model, likelihood, config = trainee.model, trainee.likelihood, trainee.config
-    out_dir = Path(run_dir) / FIGURES_DIR
     out_dir.mkdir(exist_ok=True)
     observations = draw_observations(trainee.dataset, num_kl_observations, seed)
     mu, log_var = encode(model, observations)

@@ -124,3 +124,15 @@ def test_a_sweep_point_held_by_another_process_fails_alone(tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert f"failed: eps1-seed0: FolderInUse: sweep/eps1-seed0 is in use by process {os.getpid()}" in out
     assert (tmp_path / "sweep" / "eps2-seed0" / "summary.json").exists()
+
+
+def test_figures_of_a_run_another_process_holds_are_refused(tmp_path, monkeypatch, capsys):
+    from constrained_vae.figures import FIGURES_DIR, write_figures
+
+    monkeypatch.chdir(tmp_path)
+    assert run_main(["--epsilon", "1", *FAST, "--out", "r"]) == 0
+    with locks.hold(tmp_path / "r"):
+        with pytest.raises(FolderInUse, match=f"r is in use by process {os.getpid()}"):
+            write_figures(tmp_path / "r")
+    assert not (tmp_path / "r" / FIGURES_DIR).exists()
+    assert [p.name for p in write_figures(tmp_path / "r")] == ["kl_per_dimension.png"]
