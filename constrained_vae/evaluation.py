@@ -10,9 +10,12 @@ and writes ``RUN/metrics.json`` atomically::
      "protocols": {metric: {setting: value}}, "seed": 0, "step": 3000, "dataset": "dsprites",
      "representation": "posterior mean", "seconds": {metric: s}, "versions": {…}}
 
-Scoring a few metrics keeps the others already in the file when they scored the same checkpoint
-step with the same seed. Runs on datasets without ground-truth factors (digits,
-linear-gaussian) are skipped with a message. ``experiments/evaluate.py`` is the command line.
+A score the metric could not define (e.g. FactorVAE with no active code dimension) is ``null``,
+and the metric's ``undefined`` maps it to the reason; ``protocols["dci"]["predictor"]`` names DCI's
+classifier and ``scores["dci"]["predictor_settings"]`` its settings. Scoring a few metrics keeps
+the others already in the file when they scored the same checkpoint step with the same seed. Runs
+on datasets without ground-truth factors (digits, linear-gaussian) are skipped with a message.
+``experiments/evaluate.py`` is the command line.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 import sklearn
 import torch
 
-from constrained_vae import runs
+from constrained_vae import locks, runs
 from constrained_vae.config import RunConfig
 from constrained_vae.data import FactorDataset
 from constrained_vae.errors import ConfigError, RunFolderError
@@ -40,6 +43,7 @@ METRICS_FILE = runs.SCORES
 FACTOR_DATASETS = ("dsprites", "dsprites-npz")
 ENCODE_BATCH = 256  # observations per encoder forward pass
 HELD_OUT_NAMES = ("num_eval", "num_test")  # what each metric calls its held-out points
+NOT_PROTOCOL = ("seed", "n_jobs")  # keyword arguments that are not protocol: recorded apart, or change only speed
 HEADLINE_SCORES = (
     ("betavae_score", "eval_accuracy", "BetaVAE"),
     ("factorvae_score", "eval_accuracy", "FactorVAE"),
@@ -64,12 +68,13 @@ class Evaluation:
 
 
 def default_protocols() -> dict[str, dict[str, Any]]:
-    """Each metric's protocol settings (its keyword arguments other than ``seed``) at their defaults."""
+    """Each metric's protocol settings (its keyword arguments but :data:`NOT_PROTOCOL`) at their
+    defaults: the published protocol, DCI's predictor included."""
     return {
         name: {
             p.name: p.default
             for p in inspect.signature(fn).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "seed"
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in NOT_PROTOCOL
         }
         for name, fn in METRICS.items()
     }
@@ -155,6 +160,18 @@ def _versions() -> dict[str, str]:
     return runs.versions() | {"scikit-learn": sklearn.__version__, "numpy": np.__version__}
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (an undefined score, whose reason the metric gives
+    under ``undefined``) replaced by None, so that it is valid JSON (``null``)."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -179,7 +196,7 @@ def evaluate_run(
     scores, seconds = {}, {}
     for name, settings in protocols.items():
         started = time.perf_counter()
-        scores[name] = METRICS[name](representation, trainee.dataset, seed=seed, **settings)
+        scores[name] = json_ready(METRICS[name](representation, trainee.dataset, seed=seed, **settings))
         seconds[name] = round(time.perf_counter() - started, 3)
         if log is not None:
             log(f"{run_dir}: {name} done in {seconds[name]:.1f} s")
@@ -221,7 +238,9 @@ def evaluate_paths(
     log: Callable[[str], None] | None = None,
 ) -> list[Evaluation]:
     """Score every run named by ``paths`` (runs or sweeps; all are found before any is scored) and
-    write each one's ``metrics.json``; runs without factors are skipped (``log`` is told why)."""
+    write each one's ``metrics.json``; runs without factors are skipped (``log`` is told why).
+
+    Each run folder is held while it is scored (a run still training raises FolderInUse)."""
     run_dirs = find_run_dirs(paths)
     configs = [runs.read_config(run_dir) for run_dir in run_dirs]
     evaluations = []
@@ -232,7 +251,8 @@ def evaluate_paths(
                 log(f"skipped {run_dir}: {reason}")
             evaluations.append(Evaluation(run_dir, config, skipped=reason))
             continue
-        write_metrics(run_dir, evaluate_run(run_dir, seed=seed, protocols=protocols, device=device, log=log))
+        with locks.hold(run_dir):
+            write_metrics(run_dir, evaluate_run(run_dir, seed=seed, protocols=protocols, device=device, log=log))
         evaluations.append(Evaluation(run_dir, config, result=runs.read_scores(run_dir)))
     return evaluations
 
@@ -245,12 +265,34 @@ def _setting(config: RunConfig) -> str:
 
 
 def _cell(result: dict[str, Any], metric: str, key: str) -> str:
-    value = result["scores"].get(metric, {}).get(key)
-    return f"{value:.3f}" if isinstance(value, (int, float)) and math.isfinite(value) else "—"
+    scores = result["scores"].get(metric, {})
+    value = scores.get(key)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:.3f}"
+    return "undefined" if key in scores.get("undefined", {}) else "—"
+
+
+def _footnotes(evaluations: Sequence[Evaluation]) -> list[str]:
+    """Why each undefined headline score is undefined (once per score and reason), and which DCI
+    predictor the rows used."""
+    notes: dict[str, None] = {}  # an ordered set
+    predictors: dict[str, None] = {}
+    for result in (ev.result for ev in evaluations if ev.result is not None):
+        for metric, key, label in HEADLINE_SCORES:
+            reason = result["scores"].get(metric, {}).get("undefined", {}).get(key)
+            if reason is not None:
+                notes[f"{label} undefined: {reason}"] = None
+        if "dci" in result["scores"]:
+            predictors[str(result["protocols"].get("dci", {}).get("predictor", "not recorded"))] = None
+    if predictors:
+        published = " (disentanglement_lib's, as published)" if list(predictors) == ["boosting"] else ""
+        notes[f"DCI predictor: {', '.join(predictors)}{published}"] = None
+    return list(notes)
 
 
 def format_table(evaluations: Sequence[Evaluation]) -> str:
-    """A plain-text table: one row per run, the headline score of each metric (eval/test side)."""
+    """A plain-text table: one row per run, the headline score of each metric (eval/test side);
+    "undefined" for a score the metric could not define (the reason follows the table)."""
     header = ["run", "setting", *(label for _, _, label in HEADLINE_SCORES)]
     rows = []
     for ev in evaluations:
@@ -265,7 +307,7 @@ def format_table(evaluations: Sequence[Evaluation]) -> str:
         "BetaVAE, FactorVAE: eval accuracy; MIG: mean normalised gap; "
         "DCI-D, DCI-C: disentanglement, completeness; DCI-I: test accuracy (informativeness)"
     )
-    return "\n".join([*(line.rstrip() for line in lines), legend])
+    return "\n".join([*(line.rstrip() for line in lines), legend, *_footnotes(evaluations)])
 
 
 __all__ = [
@@ -278,6 +320,7 @@ __all__ = [
     "find_run_dirs",
     "format_table",
     "is_run_folder",
+    "json_ready",
     "posterior_mean_fn",
     "protocols_with",
     "skip_reason",

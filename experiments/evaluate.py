@@ -9,14 +9,18 @@ metric that has that setting.
 import argparse
 import sys
 
-from constrained_vae.cli import EXIT_USER_ERROR
+from constrained_vae.cli import EXIT_USER_ERROR, ArgumentParser
+from constrained_vae.config import DEVICES
 from constrained_vae.errors import UserInputError
 from constrained_vae.evaluation import evaluate_paths, format_table, protocols_with
-from constrained_vae.metrics import METRICS
+from constrained_vae.metrics import DCI_PREDICTORS, METRICS
+from constrained_vae.training import resolve_device
+
+PROTOCOL_SETTINGS = ("num_train", "num_eval", "batch_size", "num_variance_estimate", "num_bins", "predictor")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP", help="run folders or sweep folders")
     parser.add_argument("--metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every metric's sampling and classifiers")
@@ -26,19 +30,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     protocol.add_argument("--batch-size", type=int, help="observations per BetaVAE / FactorVAE point (default 64)")
     protocol.add_argument("--num-variance-estimate", type=int, help="FactorVAE: points for the code std (10000)")
     protocol.add_argument("--num-bins", type=int, help="MIG: histogram bins per code (default 20)")
-    parser.add_argument("--device", default="cpu", help="torch device for the encoder (default cpu)")
+    protocol.add_argument(
+        "--dci-predictor", dest="predictor", choices=list(DCI_PREDICTORS),
+        help="DCI: per-factor classifier (default boosting, disentanglement_lib's; forest is faster, not published)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", default="cpu", choices=DEVICES, help="torch device for the encoder (default cpu; auto: CUDA if any)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    names = ("num_train", "num_eval", "batch_size", "num_variance_estimate", "num_bins")
-    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in PROTOCOL_SETTINGS if getattr(args, name) is not None}
     try:
         metric_names = args.metrics.split(",") if args.metrics else None
         protocols = protocols_with(overrides, metric_names)
+        device = str(resolve_device(args.device))
         evaluations = evaluate_paths(
-            args.paths, seed=args.seed, protocols=protocols, device=args.device,
+            args.paths, seed=args.seed, protocols=protocols, device=device,
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )  # fmt: skip
     except (UserInputError, ValueError) as error:

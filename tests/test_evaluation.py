@@ -16,7 +16,9 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+import torch
 
+from constrained_vae import evaluation
 from constrained_vae.config import RunConfig
 from constrained_vae.errors import ConfigError, RunFolderError
 from constrained_vae.evaluation import (
@@ -31,7 +33,7 @@ from constrained_vae.figures import write_figures
 from constrained_vae.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(num_train=40, num_eval=20, batch_size=4, num_variance_estimate=64)
+TINY = dict(num_train=40, num_eval=20, batch_size=4, num_variance_estimate=64, predictor="forest")  # forest: fast
 REQUIRED_SCORES = {
     "betavae_score": {"train_accuracy", "eval_accuracy"},
     "factorvae_score": {"train_accuracy", "eval_accuracy"},
@@ -81,10 +83,13 @@ def test_evaluate_writes_metrics_json_with_every_score_and_the_protocol(run):
     assert saved == json.loads(json.dumps(evaluation.result))
     for metric, keys in REQUIRED_SCORES.items():
         assert keys <= set(saved["scores"][metric])
-        for key in keys:
-            assert 0.0 <= saved["scores"][metric][key] <= 1.0
+        for key in keys:  # a score, or null with the reason (this 4-step encoder's means barely vary)
+            value = saved["scores"][metric][key]
+            assert 0.0 <= value <= 1.0 if value is not None else key in saved["scores"][metric]["undefined"]
     assert saved["protocols"] == json.loads(json.dumps(protocols))
     assert saved["protocols"]["dci"]["num_test"] == 20 and saved["protocols"]["mig"]["num_bins"] == 20
+    assert saved["protocols"]["dci"]["predictor"] == "forest"
+    assert saved["scores"]["dci"]["predictor_settings"]["classifier"] == "sklearn.ensemble.RandomForestClassifier"
     assert saved["seed"] == 7 and saved["step"] == 4 and saved["dataset"] == "dsprites"
     assert saved["representation"] == "posterior mean"
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
@@ -110,6 +115,8 @@ def test_protocol_overrides_reach_every_metric_with_that_setting():
     assert {p["num_train"] for p in protocols.values()} == {100}
     assert protocols["betavae_score"]["num_eval"] == protocols["dci"]["num_test"] == 30
     assert protocols["factorvae_score"]["num_variance_estimate"] == 10000  # untouched default
+    assert protocols["dci"]["predictor"] == "boosting"  # the published predictor, recorded explicitly
+    assert "n_jobs" not in protocols["dci"]  # speed, not protocol
     assert protocols_with({"num_bins": 10}, ["dci"]) == protocols_with({}, ["dci"])  # not DCI's: ignored
     with pytest.raises(ConfigError, match="no metric has a setting 'num_bin'"):
         protocols_with({"num_bin": 10})
@@ -119,7 +126,7 @@ def test_protocol_overrides_reach_every_metric_with_that_setting():
 
 def test_a_sweep_is_every_run_subfolder_and_a_run_without_factors_is_skipped(sweep, capsys):
     main = load_script("experiments/evaluate.py").main
-    flags = ["--num-train", "40", "--num-eval", "20", "--batch-size", "4"]  # batch size: not MIG's nor DCI's
+    flags = ["--num-train", "40", "--num-eval", "20", "--batch-size", "4", "--dci-predictor", "forest"]
     assert main([str(sweep), "--metrics", "mig,dci", *flags]) == 0
     out, err = capsys.readouterr()
     assert "skipped" in err and "linear-eps1" in err and "no ground-truth factors" in err
@@ -128,6 +135,8 @@ def test_a_sweep_is_every_run_subfolder_and_a_run_without_factors_is_skipped(swe
     saved = json.loads((sweep / "dsprites-eps5" / METRICS_FILE).read_text())
     assert set(saved["scores"]) == {"mig", "dci"}
     assert saved["protocols"]["mig"]["num_train"] == 40
+    assert saved["protocols"]["dci"]["predictor"] == "forest"
+    assert "DCI predictor: forest" in out
 
 
 def test_evaluate_run_refuses_a_run_without_factors(sweep):
@@ -168,6 +177,34 @@ def test_format_table_has_a_row_per_run(sweep):
     table = format_table(evaluations)
     assert "dsprites-eps5" in table and "linear-eps1" in table
     assert "—" in table  # scores not computed show a dash
+
+
+def test_an_undefined_score_is_null_in_metrics_json_with_its_reason_and_undefined_in_the_table(run, monkeypatch):
+    """A collapsed encoder (constant posterior mean): FactorVAE has no active dimension to vote for."""
+    monkeypatch.setattr(evaluation, "posterior_mean_fn", lambda model: lambda x: np.zeros((x.shape[0], 4)))
+    (result,) = evaluate_paths([run], seed=21, protocols=protocols_with(TINY, ["factorvae_score", "mig"]))
+    text = (run / METRICS_FILE).read_text()
+    assert "NaN" not in text
+    saved = json.loads(text)["scores"]["factorvae_score"]
+    assert saved["eval_accuracy"] is None and saved["train_accuracy"] is None and saved["num_active_dims"] == 0
+    assert "no active code dimension" in saved["undefined"]["eval_accuracy"]
+    table = format_table([result])
+    cells = table.splitlines()[1].split()  # run, setting, BetaVAE, FactorVAE, MIG, …
+    assert cells[3] == "undefined" and cells[2] == "—"
+    assert f"FactorVAE undefined: {saved['undefined']['eval_accuracy']}" in table
+
+
+def test_device_cuda_without_a_gpu_is_one_line_error_before_any_run_is_read(sweep, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    main = load_script("experiments/evaluate.py").main
+    assert main([str(sweep / "linear-eps1"), "--device", "cuda"]) == 2  # even where every run is skipped
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1 and "cuda" in err
+    with pytest.raises(SystemExit) as exit_info:  # not a device at all: refused by the parser, in one line too
+        main([str(sweep), "--device", "tpu"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and "invalid choice: 'tpu'" in err
+    assert err.count("\n") == 1
 
 
 # ---------------------------------------------------------------------------- figures

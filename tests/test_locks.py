@@ -136,3 +136,16 @@ def test_figures_of_a_run_another_process_holds_are_refused(tmp_path, monkeypatc
             write_figures(tmp_path / "r")
     assert not (tmp_path / "r" / FIGURES_DIR).exists()
     assert [p.name for p in write_figures(tmp_path / "r")] == ["kl_per_dimension.png"]
+
+
+def test_evaluating_a_run_another_process_holds_is_refused(tmp_path, monkeypatch, capsys):
+    from constrained_vae.evaluation import evaluate_paths
+    from constrained_vae.runs import SCORES
+
+    monkeypatch.chdir(tmp_path)
+    assert run_main(["--epsilon", "1", "--dataset", "dsprites", "--steps", "2", "--batch-size", "8", "--out", "r",
+                     "--no-progress"]) == 0  # fmt: skip
+    with locks.hold(tmp_path / "r"):
+        with pytest.raises(FolderInUse, match=f"r is in use by process {os.getpid()}"):
+            evaluate_paths([tmp_path / "r"])
+    assert not (tmp_path / "r" / SCORES).exists()

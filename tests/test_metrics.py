@@ -6,13 +6,21 @@ chance; a random rotation of the oracle scores far lower on MIG and DCI disentan
 the invariances each metric claims; a seed fixes every score; bad representations are refused.
 Most tests use :class:`FactorGrid` (observations are the factor classes, nothing rendered); the
 dSprites tests render real sprites. Protocol sizes are cut down from the published ones to keep
-the file fast; ``benchmarks/metric_baselines.py`` gives the numbers at the published sizes.
+the file fast; ``benchmarks/metric_baselines.py`` gives the numbers at the published sizes. DCI's
+general claims are checked with the forest predictor (seconds, where the published gradient-boosted
+trees take minutes); the boosted trees are checked against disentanglement_lib's computation, at
+tiny sizes, and (``-m slow``) on the reference representations.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import numpy as np
 import pytest
+import scipy.stats
+from sklearn.ensemble import GradientBoostingClassifier
 
 from constrained_vae import metrics
 from constrained_vae.data.dsprites import FACTOR_SIZES, DSprites
@@ -22,7 +30,7 @@ SMALL = {
     "betavae_score": dict(batch_size=16, num_train=300, num_eval=200),
     "factorvae_score": dict(batch_size=16, num_train=300, num_eval=200, num_variance_estimate=2000),
     "mig": dict(num_train=3000),
-    "dci": dict(num_train=1000, num_test=500),
+    "dci": dict(num_train=1000, num_test=500, predictor="forest"),
 }
 HEADLINE = {
     "betavae_score": "eval_accuracy",
@@ -189,7 +197,7 @@ def test_on_rendered_dsprites_the_sprite_centroid_is_scored_as_position():
     gap = metrics.mig(sprite_centroid, dataset, num_train=2000)["mig_per_factor"]
     assert gap[3] > 0.7 and gap[4] > 0.7
     assert gap[2] < 0.05
-    dci = metrics.dci(sprite_centroid, dataset, num_train=800, num_test=400)
+    dci = metrics.dci(sprite_centroid, dataset, num_train=800, num_test=400, predictor="forest")
     accuracy = dci["informativeness_per_factor"]
     assert accuracy[3] > 0.9 and accuracy[4] > 0.9
     importance = np.asarray(dci["importance_matrix"])  # [code, factor]
@@ -251,3 +259,105 @@ def test_a_dataset_without_factors_or_with_bad_factors_is_refused():
         metrics.mig(random_representation(2), OutOfRange([3, 4]), num_train=10)
     with pytest.raises(ValueError, match="integers ≥ 2"):
         metrics.mig(random_representation(2), FactorGrid([3, 1]), num_train=10)
+
+
+# ---------------------------------------------------------------------------- DCI's predictor, undefined scores
+
+
+def disentanglement_lib_dci(train_codes, train_factors, test_codes, test_factors, seed: int) -> dict:
+    """disentanglement_lib's ``dci.py`` (``compute_importance_gbt``, ``disentanglement``,
+    ``completeness``), transcribed, on ``[n, code_dim]`` codes and ``[n, n_factors]`` factors; its
+    ``GradientBoostingClassifier()`` gets a ``random_state`` so that it can be repeated."""
+    importance = np.zeros((train_codes.shape[1], train_factors.shape[1]))
+    train_loss, test_loss = [], []
+    for i in range(train_factors.shape[1]):
+        model = GradientBoostingClassifier(random_state=seed).fit(train_codes, train_factors[:, i])
+        importance[:, i] = np.abs(model.feature_importances_)
+        train_loss.append(np.mean(model.predict(train_codes) == train_factors[:, i]))
+        test_loss.append(np.mean(model.predict(test_codes) == test_factors[:, i]))
+    per_code = 1.0 - scipy.stats.entropy(importance.T + 1e-11, base=importance.shape[1])
+    per_factor = 1.0 - scipy.stats.entropy(importance + 1e-11, base=importance.shape[0])
+    total = importance if importance.sum() > 0 else np.ones_like(importance)
+    return {
+        "disentanglement": np.sum(per_code * total.sum(axis=1) / total.sum()),
+        "completeness": np.sum(per_factor * total.sum(axis=0) / total.sum()),
+        "informativeness_train": np.mean(train_loss),
+        "informativeness_test": np.mean(test_loss),
+        "importance_matrix": importance.tolist(),
+    }
+
+
+def test_dci_defaults_to_disentanglement_libs_gradient_boosting_and_matches_its_computation():
+    assert inspect.signature(metrics.dci).parameters["predictor"].default == "boosting"
+    grid, seed = FactorGrid([3, 5, 4]), 2
+    representation = oracle_representation([3, 5, 4], seed=1, rotate=True, noise=0.0)  # deterministic codes
+    ours = metrics.dci(representation, grid, seed=seed, num_train=300, num_test=200)
+    rng = np.random.default_rng(seed)  # the protocol's draws: training factors, then test factors
+    train_factors, test_factors = grid.sample_factors(300, rng), grid.sample_factors(200, rng)
+    reference = disentanglement_lib_dci(
+        representation(grid.observations(train_factors)), train_factors,
+        representation(grid.observations(test_factors)), test_factors, seed,
+    )  # fmt: skip
+    for key, value in reference.items():
+        np.testing.assert_allclose(ours[key], value, rtol=0, atol=1e-12, err_msg=key)
+    assert 0.1 < ours["disentanglement"] < 0.9  # mid-range, where a different predictor would show
+    settings = dict(ours["predictor_settings"])
+    assert settings.pop("classifier") == "sklearn.ensemble.GradientBoostingClassifier"
+    defaults = GradientBoostingClassifier().get_params()  # disentanglement_lib: GradientBoostingClassifier()
+    assert settings == {key: defaults[key] for key in settings}
+
+
+def test_dci_fits_the_factors_in_parallel_with_the_same_scores_as_in_series():
+    grid = FactorGrid([3, 5, 4])
+    for predictor in metrics.DCI_PREDICTORS:
+        scores = [
+            metrics.dci(oracle_representation([3, 5, 4], seed=1, rotate=True, noise=0.0), grid,
+                        num_train=300, num_test=200, predictor=predictor, n_jobs=n_jobs)
+            for n_jobs in (1, 2)
+        ]  # fmt: skip
+        assert scores[0] == scores[1], predictor
+    with pytest.raises(ValueError, match="n_jobs must be a non-zero integer"):
+        metrics.dci(random_representation(2), grid, num_train=30, num_test=30, n_jobs=0)
+
+
+def test_dci_on_one_factor_gives_disentanglement_as_undefined_with_the_reason():
+    """1 − entropy in base n_factors is 0/0 with one factor: not a silent NaN but a stated one."""
+    assert math.isnan(metrics.disentanglement(np.ones((3, 1))))
+    scores = metrics.dci(oracle_representation([4], seed=1), FactorGrid([4]), num_train=200, num_test=100)
+    assert math.isnan(scores["disentanglement"])
+    assert "one factor" in scores["undefined"]["disentanglement"]
+    assert set(scores["undefined"]) == {"disentanglement"}
+    assert scores["completeness"] == 1.0 and scores["informativeness"] == 1.0
+
+
+def test_a_collapsed_representation_has_an_undefined_factorvae_score_not_zero():
+    """No code dimension varies (std below the prune threshold): there is no classifier at all,
+    so the score is undefined, with the reason; 0 would read as below chance."""
+    rng = np.random.default_rng(0)
+
+    def collapsed(observations):  # a posterior mean that ignores its input, up to a little jitter
+        return 0.3 + 1e-4 * rng.normal(size=(observations.shape[0], 4))
+
+    scores = score("factorvae_score", collapsed)
+    assert scores["num_active_dims"] == 0
+    assert math.isnan(scores["train_accuracy"]) and math.isnan(scores["eval_accuracy"])
+    assert set(scores["undefined"]) == {"train_accuracy", "eval_accuracy"}
+    assert "no active code dimension" in scores["undefined"]["eval_accuracy"]
+    assert "prune_threshold=0.05" in scores["undefined"]["eval_accuracy"]
+    assert "undefined" not in score("factorvae_score", oracle())  # only when something is undefined
+
+
+@pytest.mark.slow
+def test_the_published_boosted_trees_keep_dcis_calibration():
+    """Oracle near the top, rotated oracle far lower, random codes at chance, as with the forest."""
+    boosted = {
+        name: score("dci", representation, predictor="boosting")
+        for name, representation in (
+            ("oracle", oracle()), ("rotated", oracle(rotate=True)), ("random", random_representation(10, seed=2))
+        )
+    }  # fmt: skip
+    for key in ("disentanglement", "completeness", "informativeness"):
+        assert boosted["oracle"][key] > 0.95, key
+    assert boosted["rotated"]["disentanglement"] < boosted["oracle"]["disentanglement"] - 0.5
+    assert boosted["random"]["disentanglement"] < 0.05 and boosted["random"]["completeness"] < 0.05
+    assert abs(boosted["random"]["informativeness"] - CHANCE_INFORMATIVENESS) < 0.04
