@@ -26,7 +26,13 @@ identified by a shape-constrained fit).
 
 For ``linear-gaussian`` sweeps the closed form β*(ε) of
 :mod:`constrained_vae.linear_gaussian` is a fourth column, with relative errors.
-All KL, NLL, ε, β in nats per sample.
+
+A constrained run whose tail KL ended above ε·(1 + ``runs.CONSTRAINT_TOLERANCE``)
+did not meet its constraint: λ was still rising (dual ascent raises λ while KL > ε,
+and KL(β) decreases in β), so its λ is a lower bound on the effective β, not an
+estimate. ``constraint_met`` is False for an ε whose dual estimate rests on such a
+run, at that ε or, between swept budgets, at either neighbour; :func:`unmet_warning`
+says so in words. All KL, NLL, ε, β in nats per sample.
 """
 
 from __future__ import annotations
@@ -235,10 +241,75 @@ def format_estimate(mean: float, std: float) -> str:
     return f"{mean:.4g} ± {std:.2g}" if math.isfinite(std) else f"{mean:.4g}"
 
 
+def _bracket(values: np.ndarray, at: float) -> list[int]:
+    """Indices into ``values`` an interpolation at ``at`` rests on: the value equal to ``at``,
+    else the nearest below and the nearest above (none outside the range)."""
+    values = np.asarray(values, float)
+    equal = np.flatnonzero(np.isclose(values, at))
+    if equal.size:
+        return [int(equal[0])]
+    below, above = np.flatnonzero(values < at), np.flatnonzero(values > at)
+    if not below.size or not above.size:
+        return []
+    return [int(below[np.argmax(values[below])]), int(above[np.argmin(values[above])])]
+
+
+def dual_support(sweep: Sweep, epsilon: float) -> list[float]:
+    """The swept ε the dual estimate at ``epsilon`` rests on: ``epsilon`` itself when swept, else
+    the swept budgets on either side of it (empty outside the swept range)."""
+    swept = np.sort(sweep.constrained["epsilon"].unique())
+    return [float(swept[i]) for i in _bracket(swept, epsilon)]
+
+
+@dataclass(frozen=True)
+class UnmetConstraint:
+    """The runs at one swept ε that ended with tail KL > ε·(1 + tolerance)."""
+
+    epsilon: float
+    n_unmet: int
+    n_runs: int
+    kl_ratios: tuple[float, ...]  # tail KL / ε of each run that did not meet the constraint
+
+
+def unmet_constraints(sweep: Sweep, epsilons: list[float] | None = None) -> list[UnmetConstraint]:
+    """The swept ε (of ``epsilons``; default all) at which some seed's run did not meet its constraint."""
+    constrained = sweep.constrained
+    out = []
+    for eps, group in constrained.groupby("epsilon"):
+        if epsilons is not None and not np.isclose(epsilons, eps).any():
+            continue
+        unmet = group[group["constraint_satisfied"].astype(float) < 1]
+        if len(unmet):
+            ratios = tuple(sorted(float(kl) / float(eps) for kl in unmet["kl"]))
+            out.append(UnmetConstraint(float(eps), len(unmet), len(group), ratios))
+    return out
+
+
+def unmet_warning(unmet: list[UnmetConstraint]) -> str | None:
+    """One line naming the ε whose runs did not meet the constraint and what that makes of λ there."""
+    if not unmet:
+        return None
+    parts = []
+    for u in unmet:
+        lo, hi = u.kl_ratios[0], u.kl_ratios[-1]
+        ratio = f"{lo:.3g} ε" if math.isclose(lo, hi, rel_tol=5e-3) else f"{lo:.3g}–{hi:.3g} ε"
+        seeds = f", {u.n_unmet} of {u.n_runs} seeds" if u.n_runs > 1 else ""
+        parts.append(f"ε = {u.epsilon:g} (KL {ratio}{seeds})")
+    bound = 1 + runs.CONSTRAINT_TOLERANCE
+    return (
+        f"constraint not met, tail KL > {bound:g} ε, at {'; '.join(parts)}: λ had not settled and was still "
+        "rising, so the dual estimate there (and any λ interpolated through it) is a lower bound on the "
+        "effective β, not an estimate; train those runs longer or with a larger dual lr"
+    )
+
+
 def estimate_beta(sweep: Sweep, epsilon: float) -> dict[str, float]:
     """The three estimates (and their seed spreads) of the effective β at ``epsilon``.
 
     An ε between swept budgets gets the dual estimate by log–log PCHIP of λ(ε).
+    ``constraint_met`` is False when a run at ``epsilon``, or between swept budgets a run at
+    either neighbouring ε, did not meet its constraint (the dual estimate is then a lower bound);
+    ``constraint_satisfied`` is the fraction of runs at exactly ``epsilon`` that met it.
     """
     constrained, fixed = sweep.constrained, sweep.fixed
     at_eps = constrained[np.isclose(constrained["epsilon"], epsilon)]
@@ -271,6 +342,7 @@ def estimate_beta(sweep: Sweep, epsilon: float) -> dict[str, float]:
         "kl": float(at_eps["kl"].mean()) if len(at_eps) else math.nan,
         "nll": float(at_eps["nll"].mean()) if len(at_eps) else math.nan,
         "constraint_satisfied": float(at_eps["constraint_satisfied"].astype(float).mean()) if len(at_eps) else math.nan,
+        "constraint_met": not unmet_constraints(sweep, dual_support(sweep, epsilon)),
     }
 
 
@@ -290,7 +362,9 @@ def tradeoff_table(sweep: Sweep) -> pd.DataFrame:
 def epsilon_for_beta(sweep: Sweep, beta: float) -> dict[str, float]:
     """The KL budget a fixed β amounts to: KL of fixed-β runs at β (log–log PCHIP over
     the seed-mean KL(β)), and the ε whose constrained runs' λ equals β (log–log PCHIP
-    over the seed-mean λ(ε)). NaN where β is outside what the sweep covers."""
+    over the seed-mean λ(ε)). NaN where β is outside what the sweep covers.
+    ``epsilon_dual_constraint_met`` is False when the swept ε that ``epsilon_dual`` is read
+    between include one whose runs did not meet their constraint (λ there is a lower bound)."""
     if not (math.isfinite(beta) and beta > 0):
         raise SweepError(f"--beta must be a positive number, got {beta}")
     by_beta = sweep.fixed.groupby("beta")["kl"].mean()
@@ -299,7 +373,16 @@ def epsilon_for_beta(sweep: Sweep, beta: float) -> dict[str, float]:
         "beta": beta,
         "epsilon_fixed": _loglog_interpolate(by_beta.index.values, by_beta.values, beta),
         "epsilon_dual": _loglog_interpolate(by_eps.values, by_eps.index.values, beta),
+        "epsilon_dual_constraint_met": not unmet_constraints(sweep, lambda_support(sweep, beta)),
     }
+
+
+def lambda_support(sweep: Sweep, beta: float) -> list[float]:
+    """The swept ε that the ε whose λ equals ``beta`` is read between (by seed-mean λ; the
+    ε whose λ is ``beta`` when there is one; empty outside the range of positive λ)."""
+    by_eps = sweep.constrained.groupby("epsilon")["multiplier"].mean()
+    by_eps = by_eps[by_eps > 0]  # as the log–log interpolation sees them
+    return [float(by_eps.index[i]) for i in _bracket(by_eps.values, beta)]
 
 
 def _loglog_interpolate(x: np.ndarray, y: np.ndarray, at: float) -> float:

@@ -7,7 +7,9 @@
 3. ``training_curves``: KL and λ against training step for every ε;
 4. ``disentanglement`` (when runs have ``metrics.json``): scores against ε and β.
 
-Each is written as PNG and PDF. Units: nats per sample.
+Each is written as PNG and PDF. Units: nats per sample. An ε whose runs did not meet
+their constraint is marked in every figure and table: its λ is a lower bound on the
+effective β (see :mod:`constrained_vae.tradeoff`). Legends list only what is drawn.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import pandas as pd
 from constrained_vae import runs
 from constrained_vae.tradeoff import ESTIMATES, Sweep, fit_rate_distortion, format_estimate, load_sweep, tradeoff_table
 
+UNMET = f"constraint not met (tail KL > {1 + runs.CONSTRAINT_TOLERANCE:g} ε)"
+
 ESTIMATE_STYLE = {
     "dual": dict(label="dual: converged λ", color="C0", marker="o"),
     "inverse_fixed": dict(label="inverse fixed-β: β with KL(β) = ε", color="C1", marker="s"),
@@ -35,7 +39,7 @@ ESTIMATE_STYLE = {
 TABLE_COLUMNS = [
     "epsilon", "beta_dual", "beta_dual_std", "beta_inverse_fixed", "beta_inverse_fixed_std",
     "beta_slope", "beta_slope_std", "beta_closed_form", "error_dual", "error_inverse_fixed", "error_slope",
-    "n_seeds", "kl", "nll", "constraint_satisfied",
+    "n_seeds", "kl", "nll", "constraint_satisfied", "constraint_met",
 ]  # fmt: skip
 
 
@@ -53,12 +57,24 @@ def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+def _legend(ax: plt.Axes, **kwargs) -> None:
+    """A legend of the labelled artists, when there are any."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def plot_effective_beta(sweep: Sweep, table: pd.DataFrame) -> plt.Figure:
+    """Effective β against ε: the estimates that have values, seed bands, unmet constraints circled."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     eps = table["epsilon"].to_numpy()
+    unmet = np.isfinite(table["beta_dual"].to_numpy()) & ~table["constraint_met"].to_numpy(bool)
     for name, style in ESTIMATE_STYLE.items():
         mean, std = table[f"beta_{name}"].to_numpy(), table[f"beta_{name}_std"].to_numpy()
         ok = np.isfinite(mean)
+        if not ok.any():  # nothing to draw (e.g. no fixed-β runs): no legend entry either
+            continue
+        if name == "dual" and unmet.any():
+            style = style | {"label": "dual: λ at the end of training (circled: not converged)"}
         ax.plot(eps[ok], mean[ok], linestyle="-", markersize=5, **style)
         band = ok & np.isfinite(std)
         ax.fill_between(
@@ -68,11 +84,10 @@ def plot_effective_beta(sweep: Sweep, table: pd.DataFrame) -> plt.Figure:
             color=style["color"],
             alpha=0.2,
         )
-    unmet = np.isfinite(table["beta_dual"].to_numpy()) & (table["constraint_satisfied"].to_numpy() < 1)
-    if unmet.any():  # a λ that was still moving when the run ended is a lower or upper bound, not an estimate
+    if unmet.any():  # λ was still rising when the run ended: a lower bound on β, not an estimate
         ax.plot(
             eps[unmet], table["beta_dual"].to_numpy()[unmet], linestyle="none", marker="o", markersize=11,
-            markerfacecolor="none", markeredgecolor="red", label="constraint not met at the end (KL > 1.05 ε)",
+            markerfacecolor="none", markeredgecolor="red", label=f"{UNMET}: dual λ is a lower bound",
         )  # fmt: skip
     beta_star = sweep.closed_form()
     if beta_star is not None:
@@ -84,11 +99,12 @@ def plot_effective_beta(sweep: Sweep, table: pd.DataFrame) -> plt.Figure:
     ax.set_ylabel("effective β (nats of NLL per nat of KL)")
     ax.set_title(f"Effective β of a KL budget — {_title(sweep)}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return fig
 
 
 def plot_rate_distortion(sweep: Sweep) -> plt.Figure:
+    """NLL against KL of every run, the fit through the constrained runs, the closed form D(R)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     constrained, fixed = sweep.constrained, sweep.fixed
     if len(fixed):
@@ -106,6 +122,12 @@ def plot_rate_distortion(sweep: Sweep) -> plt.Figure:
             constrained["kl"], constrained["nll"], marker="o", s=30, facecolors="none", edgecolors="C0",
             label="constrained runs (one per ε and seed)", zorder=4,
         )  # fmt: skip
+        unmet = constrained[constrained["constraint_satisfied"].astype(float) < 1]
+        if len(unmet):
+            ax.scatter(
+                unmet["kl"], unmet["nll"], marker="o", s=110, facecolors="none", edgecolors="red",
+                label=UNMET, zorder=5,
+            )  # fmt: skip
         by_eps = constrained.groupby("epsilon")[["kl", "nll"]].mean()
         if len(by_eps) >= 3:
             fit = fit_rate_distortion(by_eps["kl"].values, by_eps["nll"].values)
@@ -120,7 +142,7 @@ def plot_rate_distortion(sweep: Sweep) -> plt.Figure:
     ax.set_ylabel("distortion: NLL (nats per sample)")
     ax.set_title(f"Rate–distortion — {_title(sweep)}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return fig
 
 
@@ -130,22 +152,23 @@ def plot_training_curves(sweep: Sweep) -> plt.Figure:
     constrained = sweep.constrained.sort_values(["epsilon", "seed"])
     epsilons = sorted(constrained["epsilon"].unique())
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(epsilons), 1)))
-    final_lambdas = []
+    final_lambdas, lambdas, final_ratios = [], [], []
+    unmet = set(constrained.loc[constrained["constraint_satisfied"].astype(float) < 1, "epsilon"])
     for eps, color in zip(epsilons, colors, strict=True):
         for i, name in enumerate(constrained[constrained["epsilon"] == eps]["name"]):
             rows = pd.DataFrame(runs.read_metrics(sweep.path / name))
-            label = f"ε = {eps:g}" if i == 0 else None
+            label = (f"ε = {eps:g}" + (" (not met)" if eps in unmet else "")) if i == 0 else None
             ax_kl.plot(rows["step"], rows["kl"] / eps, color=color, linewidth=0.9, alpha=0.8, label=label)
             ax_lam.plot(rows["step"], rows["multiplier"], color=color, linewidth=0.9, alpha=0.8)
             final_lambdas.append(float(rows["multiplier"].iloc[-1]))
+            lambdas.append(rows["multiplier"].to_numpy(float))
+            final_ratios.append(float(rows["kl"].iloc[-1]) / eps)
     ax_kl.axhline(1.0, color="k", linestyle=":", linewidth=0.8)
-    ax_kl.set_ylim(0, 2)
+    _ratio_axis(ax_kl, final_ratios)
     ax_kl.set_ylabel("KL / ε (KL in nats per sample)")
     ax_kl.set_title(f"Constraint KL ≤ ε and multiplier λ during training — {_title(sweep)}", fontsize=10)
-    ax_kl.legend(fontsize=7, ncol=2, loc="upper right")
-    positive = [v for v in final_lambdas if v > 0]
-    ax_lam.set_yscale("symlog", linthresh=0.5 * min(positive) if positive else 0.1)
-    ax_lam.set_ylim(bottom=0)
+    _legend(ax_kl, fontsize=7, ncol=2, loc="best")
+    _multiplier_axis(ax_lam, final_lambdas, np.concatenate(lambdas) if lambdas else np.array([]))
     ax_lam.set_ylabel("λ (nats of NLL per nat of KL)")
     ax_lam.set_xlabel("training step")
     for ax in (ax_kl, ax_lam):
@@ -199,11 +222,65 @@ def plot_disentanglement(sweep: Sweep) -> plt.Figure | None:
     return fig
 
 
+def _one_two_five(lo: float, hi: float) -> list[float]:
+    """The values 1, 2 and 5 × 10^k in [lo, hi] (lo > 0), ascending."""
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    values = (float(f"{m * 10.0**k:.12g}") for k in decades for m in (1, 2, 5))
+    return [v for v in values if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
+
+
+def _ratio_axis(ax: plt.Axes, final: list[float]) -> None:
+    """The KL/ε axis: linear from 0 to 2; when a run ended above 2ε (a constraint far from met),
+    log above 2 up to the 1-2-5 value over the largest final ratio, so that run stays in view."""
+    largest = max((v for v in final if math.isfinite(v)), default=0.0)
+    ax.set_ylim(0, 2)
+    if largest <= 1.8:
+        return
+    top = min(v for v in _one_two_five(1.1 * largest, 11 * largest) if v >= 1.1 * largest)
+    ax.set_yscale("symlog", linthresh=2.0, linscale=1.5)
+    ax.set_ylim(0, top)
+    ticks = [0.0, 0.5, 1.0, 1.5, 2.0, *(v for v in _one_two_five(2.0, top) if v > 2)]
+    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+
+
+def _multiplier_axis(ax: plt.Axes, final: list[float], every: np.ndarray) -> None:
+    """A readable y axis for λ ≥ 0, which is exactly 0 while a constraint is slack.
+
+    Symlog: linear from 0 to the 1-2-5 value at or below half the smallest positive final λ
+    (at most three decades below the top), log above it, up to the 1-2-5 value at or above
+    the largest λ. Labelled ticks at 0 and at every 1, 2, 5 × 10^k in between, as plain
+    numbers (0.2, 0.5, 1, 2, 5, 10); unlabelled minor ticks at the other mantissas.
+    """
+    every = every[np.isfinite(every)]
+    largest = float(every.max()) if every.size and every.max() > 0 else 1.0
+    top = min(v for v in _one_two_five(largest, 10 * largest) if v >= largest * (1 - 1e-9))
+    positive = [v for v in final if v > 0]
+    floor = max(0.5 * min(positive) if positive else top / 10, top / 1000)
+    linthresh = max(_one_two_five(floor / 10, floor))
+    ax.set_yscale("symlog", linthresh=linthresh, linscale=0.5)  # the linear part: half a decade high
+    ax.set_ylim(0, top)
+    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.0, *_one_two_five(linthresh, top)]))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    decades = range(math.floor(math.log10(linthresh)), math.ceil(math.log10(top)))
+    minor = [m * 10.0**k for k in decades for m in (3, 4, 6, 7, 8, 9) if linthresh < m * 10.0**k < top]
+    ax.yaxis.set_minor_locator(matplotlib.ticker.FixedLocator(minor))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def _plain_log_y(ax: plt.Axes) -> None:
-    """Log-scale y axis with its ticks written as plain numbers (0.5, 2, 20)."""
+    """Log-scale y axis with its ticks written as plain numbers (0.5, 2, 20); an axis that spans
+    at most a decade (so shows one or no power of ten) also labels 3, 4, 6 and 8 × 10^k."""
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_label))
+
+    def minor(value: float, position: int) -> str:
+        low, high = sorted(ax.get_ylim())
+        dense = low > 0 and math.log10(high / low) <= 1
+        return _minor_label(value, position, (2, 3, 4, 5, 6, 8) if dense else (2, 5))
+
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
 
 
 def _log_axis_ticked_at(ax: plt.Axes, values) -> None:
@@ -214,16 +291,21 @@ def _log_axis_ticked_at(ax: plt.Axes, values) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
-def _minor_label(value: float, _: int) -> str:
-    """Label the minor ticks 2–9 × 10^k only at 2 and 5, so the log axis reads without clutter."""
+def _minor_label(value: float, _: int, mantissas: tuple[int, ...] = (2, 5)) -> str:
+    """Label the minor ticks 2–9 × 10^k only at ``mantissas`` (2 and 5), so the log axis reads
+    without clutter."""
     mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
-    return f"{value:g}" if round(mantissa) in (2, 5) else ""
+    return f"{value:g}" if round(mantissa) in mantissas else ""
 
 
-def write_tradeoff_analysis(sweep_dir: str | Path) -> tuple[pd.DataFrame, list[Path]]:
-    """Write ``SWEEP/analysis/tradeoff.csv`` and the figures; return the table and paths."""
-    sweep = load_sweep(sweep_dir)
-    out_dir = Path(sweep_dir) / "analysis"
+def write_tradeoff_analysis(sweep: Sweep | str | Path) -> tuple[pd.DataFrame, list[Path]]:
+    """Write ``SWEEP/analysis/tradeoff.csv`` and the figures; return the table and paths.
+
+    ``sweep`` is a loaded :class:`Sweep` or a sweep folder to load.
+    """
+    if not isinstance(sweep, Sweep):
+        sweep = load_sweep(sweep)
+    out_dir = sweep.path / "analysis"
     out_dir.mkdir(exist_ok=True)
     table = tradeoff_table(sweep)
     csv_path = out_dir / "tradeoff.csv"
@@ -241,21 +323,37 @@ def write_tradeoff_analysis(sweep_dir: str | Path) -> tuple[pd.DataFrame, list[P
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """The tradeoff table as Markdown, estimates as mean ± seed std, errors in %."""
+    """The tradeoff table as Markdown, estimates as mean ± seed std, errors in %.
+
+    The last column says whether the constraint was met at each ε. Where it was not, the dual
+    β and its error are lower bounds (λ was still rising), written with ``≥``, and a note
+    under the table says so.
+    """
     has_closed_form = table["beta_closed_form"].notna().any()
     head = ["ε (nats)", "β dual", "β inverse fixed-β", "β slope"]
     if has_closed_form:
         head += ["β* closed form", "err dual", "err inverse", "err slope"]
+    head.append("constraint met")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def pct(value: float) -> str:
         return "—" if not math.isfinite(value) else f"{100 * value:+.1f}%"
 
     for row in table.itertuples():
+        bound = "" if row.constraint_met else "≥ "
         cells = [f"{row.epsilon:g}"]
-        cells += [format_estimate(getattr(row, f"beta_{name}"), getattr(row, f"beta_{name}_std")) for name in ESTIMATES]
+        for name in ESTIMATES:
+            mean, std = getattr(row, f"beta_{name}"), getattr(row, f"beta_{name}_std")
+            cells.append((bound if name == "dual" and math.isfinite(mean) else "") + format_estimate(mean, std))
         if has_closed_form:
-            cells += [f"{row.beta_closed_form:.4g}", pct(row.error_dual)]
+            cells += [
+                f"{row.beta_closed_form:.4g}",
+                (bound if math.isfinite(row.error_dual) else "") + pct(row.error_dual),
+            ]
             cells += [pct(row.error_inverse_fixed), pct(row.error_slope)]
+        unmet = round((1 - row.constraint_satisfied) * row.n_seeds)
+        cells.append("yes" if row.constraint_met else f"**no** ({unmet} of {row.n_seeds} seeds)")
         lines.append("| " + " | ".join(cells) + " |")
+    if not table["constraint_met"].all():
+        lines.append(f"\n≥: {UNMET}; λ had not settled, so the dual β and its error are lower bounds, not estimates.")
     return "\n".join(lines)

@@ -144,7 +144,7 @@ def test_write_tradeoff_analysis_writes_the_table_and_figures(tiny_sweep):
             assert (out / f"{name}.{ext}").stat().st_size > 5_000
             assert out / f"{name}.{ext}" in paths
     csv = pd.read_csv(out / "tradeoff.csv")
-    for column in ("epsilon", "beta_dual", "beta_inverse_fixed", "beta_slope", "beta_closed_form"):
+    for column in ("epsilon", "beta_dual", "beta_inverse_fixed", "beta_slope", "beta_closed_form", "constraint_met"):
         assert column in csv.columns
     assert list(csv["epsilon"]) == [0.5, 1.0, 1.5, 2.0]
     assert (out / "effective_beta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
