@@ -90,8 +90,7 @@ def clear_unstarted(run_dir: Path) -> None:
     """Remove the run files of a run stopped before its first checkpoint (nothing there can be resumed)."""
     if is_started(run_dir):
         raise RunFolderError(f"{run_dir} holds a started run; refusing to clear it")
-    for name in RUN_FILES:
-        (Path(run_dir) / name).unlink(missing_ok=True)
+    discard(run_dir)
 
 
 def discard(run_dir: Path) -> None:
