@@ -261,6 +261,11 @@ def dual_support(sweep: Sweep, epsilon: float) -> list[float]:
     return [float(swept[i]) for i in _bracket(swept, epsilon)]
 
 
+def missed_constraint(runs_table: pd.DataFrame) -> pd.Series:
+    """Which constrained runs (rows of ``Sweep.constrained``) ended with tail KL > ε·(1 + tolerance)."""
+    return runs_table["constraint_satisfied"].astype(float) < 1
+
+
 @dataclass(frozen=True)
 class UnmetConstraint:
     """The runs at one swept ε that ended with tail KL > ε·(1 + tolerance)."""
@@ -278,7 +283,7 @@ def unmet_constraints(sweep: Sweep, epsilons: list[float] | None = None) -> list
     for eps, group in constrained.groupby("epsilon"):
         if epsilons is not None and not np.isclose(epsilons, eps).any():
             continue
-        unmet = group[group["constraint_satisfied"].astype(float) < 1]
+        unmet = group[missed_constraint(group)]
         if len(unmet):
             ratios = tuple(sorted(float(kl) / float(eps) for kl in unmet["kl"]))
             out.append(UnmetConstraint(float(eps), len(unmet), len(group), ratios))

@@ -27,7 +27,15 @@ import numpy as np
 import pandas as pd
 
 from constrained_vae import runs
-from constrained_vae.tradeoff import ESTIMATES, Sweep, fit_rate_distortion, format_estimate, load_sweep, tradeoff_table
+from constrained_vae.tradeoff import (
+    ESTIMATES,
+    Sweep,
+    fit_rate_distortion,
+    format_estimate,
+    load_sweep,
+    missed_constraint,
+    tradeoff_table,
+)
 
 UNMET = f"constraint not met (tail KL > {1 + runs.CONSTRAINT_TOLERANCE:g} ε)"
 
@@ -122,7 +130,7 @@ def plot_rate_distortion(sweep: Sweep) -> plt.Figure:
             constrained["kl"], constrained["nll"], marker="o", s=30, facecolors="none", edgecolors="C0",
             label="constrained runs (one per ε and seed)", zorder=4,
         )  # fmt: skip
-        unmet = constrained[constrained["constraint_satisfied"].astype(float) < 1]
+        unmet = constrained[missed_constraint(constrained)]
         if len(unmet):
             ax.scatter(
                 unmet["kl"], unmet["nll"], marker="o", s=110, facecolors="none", edgecolors="red",
@@ -153,7 +161,7 @@ def plot_training_curves(sweep: Sweep) -> plt.Figure:
     epsilons = sorted(constrained["epsilon"].unique())
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(epsilons), 1)))
     final_lambdas, lambdas, final_ratios = [], [], []
-    unmet = set(constrained.loc[constrained["constraint_satisfied"].astype(float) < 1, "epsilon"])
+    unmet = set(constrained.loc[missed_constraint(constrained), "epsilon"])
     for eps, color in zip(epsilons, colors, strict=True):
         for i, name in enumerate(constrained[constrained["epsilon"] == eps]["name"]):
             rows = pd.DataFrame(runs.read_metrics(sweep.path / name))
