@@ -29,12 +29,17 @@ from constrained_vae.models import VAE
 
 @dataclass
 class StepTerms:
-    """One optimisation step's figures, in nats per sample."""
+    """One optimisation step's figures, in nats per sample, as 0-d tensors on the model's device.
 
-    nll: float
-    kl: float
-    loss: float  # NLL + β·KL, or the Lagrangian NLL + λ·(KL − ε) with the λ used this step
-    multiplier: float  # λ after the step, or β
+    They stay on the device so that a step never waits for the host; the loop reads
+    them at logging boundaries.
+    """
+
+    nll: torch.Tensor
+    kl: torch.Tensor
+    loss: torch.Tensor  # NLL + β·KL, or the Lagrangian NLL + λ·(KL − ε) with the λ used this step
+    multiplier: torch.Tensor  # λ after the step, or β
+    budget: torch.Tensor | None = None  # the KL budget in force this step (ε), None without one
 
 
 def vae_terms(model: VAE, likelihood: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,13 +115,21 @@ class Objective:
         return self.problem.beta
 
     def step(self, x: torch.Tensor) -> StepTerms:
+        """One update on the batch ``x``; the terms stay on the device (no host synchronisation)."""
         rollout = self.optimizer.roll(compute_cmp_state_kwargs={"x": x})
         misc = rollout.cmp_state.misc
+        if isinstance(self.problem, KLConstrainedProblem):
+            multiplier = self.problem.kl_constraint.multiplier.weight.detach()[0].clone()
+            budget = torch.tensor(self.problem.epsilon, device=multiplier.device, dtype=multiplier.dtype)
+        else:
+            multiplier = torch.tensor(self.problem.beta, device=misc["kl"].device, dtype=misc["kl"].dtype)
+            budget = None
         return StepTerms(
-            nll=float(misc["nll"]),
-            kl=float(misc["kl"]),
-            loss=float(rollout.primal_lagrangian_store.lagrangian.detach()),
-            multiplier=self.multiplier,
+            nll=misc["nll"],
+            kl=misc["kl"],
+            loss=rollout.primal_lagrangian_store.lagrangian.detach(),
+            multiplier=multiplier,
+            budget=budget,
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class LogWindow:
-    """Sums of the per-step terms since the last logged row."""
+    """Sums of the per-step terms since the last logged row (plain floats; see :meth:`add`)."""
 
     nll: float = 0.0
     kl: float = 0.0
@@ -53,9 +53,9 @@ class LogWindow:
     count: int = 0
 
     def add(self, terms: StepTerms) -> None:
-        self.nll += terms.nll
-        self.kl += terms.kl
-        self.loss += terms.loss
+        self.nll += float(terms.nll)
+        self.kl += float(terms.kl)
+        self.loss += float(terms.loss)
         self.count += 1
 
     def row(self, step: int, multiplier: float, epsilon: float | None, seconds: float) -> dict[str, Any]:
@@ -148,7 +148,7 @@ class Trainee:
 
 
 def _is_finite(terms: StepTerms) -> bool:
-    return all(math.isfinite(v) for v in (terms.nll, terms.kl, terms.loss, terms.multiplier))
+    return all(math.isfinite(float(v)) for v in (terms.nll, terms.kl, terms.loss, terms.multiplier))
 
 
 def prepare(trainee: Trainee, run_dir: Path, *, resume: bool) -> bool:
@@ -287,9 +287,11 @@ def _train_steps(trainee: Trainee, run_dir: Path, stop: StopRequest, progress: b
             bar.update(1)
             at_end = trainee.step == config.steps
             if trainee.step % config.log_every == 0 or at_end:
-                row = trainee.window.row(trainee.step, terms.multiplier, config.epsilon, trainee.seconds)
+                multiplier = float(terms.multiplier)
+                budget = None if terms.budget is None else float(terms.budget)
+                row = trainee.window.row(trainee.step, multiplier, budget, trainee.seconds)
                 runs.append_metrics(run_dir, [row])
-                bar.set_postfix(nll=f"{row['nll']:.2f}", kl=f"{row['kl']:.2f}", λ=f"{terms.multiplier:.3f}")
+                bar.set_postfix(nll=f"{row['nll']:.2f}", kl=f"{row['kl']:.2f}", λ=f"{multiplier:.3f}")
                 if trainee.step % config.log_every == 0:
                     trainee.window = LogWindow()
             if trainee.step % config.checkpoint_every == 0 or at_end:

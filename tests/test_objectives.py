@@ -1,5 +1,7 @@
 """The constrained and fixed-β objectives as cooper problems."""
 
+from types import SimpleNamespace
+
 import hypothesis.strategies as st
 import pytest
 import torch
@@ -83,6 +85,10 @@ def test_a_full_step_moves_lambda_by_dual_lr_times_the_violation():
     objective = build_objective(model, BernoulliLikelihood(), epsilon=0.5, dual_lr=0.1, multiplier_init=2.0)
     x = torch.rand(16, 12).round()
     terms = objective.step(x)
+    assert all(t.device == x.device and t.dim() == 0 for t in (terms.nll, terms.kl, terms.loss, terms.multiplier))
+    terms = {k: float(v) for k, v in vars(terms).items()}
+    assert terms["budget"] == 0.5
+    terms = SimpleNamespace(**terms)
     assert terms.multiplier == pytest.approx(max(0.0, 2.0 + 0.1 * (terms.kl - 0.5)), rel=1e-6)
     assert terms.loss == pytest.approx(terms.nll + 2.0 * (terms.kl - 0.5), rel=1e-5)
 
@@ -90,7 +96,10 @@ def test_a_full_step_moves_lambda_by_dual_lr_times_the_violation():
 def test_fixed_beta_step_reports_beta_as_the_multiplier_and_the_beta_loss():
     model = small_vae().float()
     objective = build_objective(model, BernoulliLikelihood(), beta=4.0)
-    terms = objective.step(torch.rand(16, 12).round())
+    terms = SimpleNamespace(
+        **{k: v if v is None else float(v) for k, v in vars(objective.step(torch.rand(16, 12).round())).items()}
+    )
+    assert terms.budget is None
     assert terms.multiplier == 4.0
     assert terms.loss == pytest.approx(terms.nll + 4.0 * terms.kl, rel=1e-5)
     assert objective.mode == "fixed-beta"
