@@ -15,7 +15,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from constrained_vae.config import DATASET_DEFAULTS, DATASETS, DEVICES, RunConfig, parse_spectrum
+from constrained_vae.config import (
+    DATASET_DEFAULTS,
+    DATASETS,
+    DEFAULT_CAPACITY_GAMMA,
+    DEFAULT_DUAL_EMA,
+    DEFAULT_DUAL_KP,
+    DEFAULT_DUAL_UPDATE,
+    DEVICES,
+    DUAL_RULES,
+    DUAL_UPDATES,
+    GECO_DUAL_UPDATE,
+    OBJECTIVES,
+    RunConfig,
+    parse_spectrum,
+)
 from constrained_vae.errors import TrainingDiverged, TrainingInterrupted, UserInputError
 
 EXIT_USER_ERROR = 2
@@ -44,11 +58,40 @@ def dataset_default(key: str) -> str:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of one run (shared by ``run.py`` and the sweep)."""
-    mode = parser.add_argument_group("objective (exactly one)")
+    mode = parser.add_argument_group("objective (a budget: --epsilon, --beta or, for geco, --kappa)")
     mode.add_argument(
         "--epsilon", type=float, help="KL budget ε in nats per sample: maximise reconstruction s.t. KL ≤ ε"
     )
     mode.add_argument("--beta", type=float, help="fixed β: train NLL + β·KL (the β-VAE paper's Eq. 4)")
+    mode.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        help="default: constrained with --epsilon, fixed-beta with --beta; baselines: capacity (Burgess et al. "
+        "2018, C rises to --epsilon), controlvae (Shao et al. 2020, set point rises to --epsilon), "
+        "geco (Rezende & Viola 2018: min KL s.t. NLL ≤ --kappa)",
+    )
+    mode.add_argument("--kappa", type=float, help="geco's reconstruction budget κ: NLL ≤ κ, nats per sample")
+    duals = parser.add_argument_group("multiplier updates (constrained and geco; see README)")
+    duals.add_argument(
+        "--dual-update",
+        choices=DUAL_UPDATES,
+        help=f"how λ moves: {', '.join(DUAL_RULES)}; +ema: the dual step sees the moving average of the violation; "
+        f"default: {DEFAULT_DUAL_UPDATE} (constrained), {GECO_DUAL_UPDATE} (geco)",
+    )
+    duals.add_argument(
+        "--dual-kp", type=float, help=f"proportional gain K_P of --dual-update pi (default: {DEFAULT_DUAL_KP:g})"
+    )
+    duals.add_argument(
+        "--dual-ema", type=float, help=f"decay α of the moving average for +ema (default: {DEFAULT_DUAL_EMA:g})"
+    )
+    duals.add_argument(
+        "--capacity-gamma", type=float, help=f"γ of --objective capacity (default: {DEFAULT_CAPACITY_GAMMA:g})"
+    )
+    duals.add_argument(
+        "--anneal-steps",
+        type=int,
+        help="steps over which capacity's C or controlvae's set point rise to --epsilon (default: half of --steps)",
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, help="default: dsprites (generated, no download)")
     data.add_argument("--data-path", help="the official dSprites .npz file, for --dataset dsprites-npz")
@@ -85,7 +128,8 @@ def settings_from_args(args: argparse.Namespace) -> dict:
 
 
 def default_run_dir(config: RunConfig) -> Path:
-    tag = f"eps{config.epsilon:g}" if config.epsilon is not None else f"beta{config.beta:g}"
+    tag = config.label.replace(" ", "-").replace("constrained-", "").replace("fixed-beta-", "")
+    tag = tag.replace("ε=", "eps").replace("β=", "beta").replace("κ=", "kappa")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config.dataset}-{tag}-seed{config.seed}-{stamp}"
 
@@ -150,11 +194,17 @@ def format_summary(run_dir: Path, summary: dict) -> str:
     else:
         tail = f"means over the last {summary['tail_steps']} of {summary['steps']} steps"
     lines = [f"run folder: {run_dir}", f"{summary['mode']} on {summary['dataset']} ({tail}, nats per sample):"]
-    if summary["mode"] == "constrained":
-        met = "met" if summary["constraint_satisfied"] else "NOT met"
-        lines.append(f"  KL  = {summary['kl']:.3f}  (ε = {summary['epsilon']:g}, constraint {met})")
+    met = "met" if summary["constraint_satisfied"] else "NOT met"
+    if summary["mode"] in ("constrained", "capacity", "controlvae"):
+        name = "constraint" if summary["mode"] == "constrained" else "target"
+        symbol = "λ  " if summary["mode"] == "constrained" else "β  "
+        lines.append(f"  KL  = {summary['kl']:.3f}  (ε = {summary['epsilon']:g}, {name} {met})")
         lines.append(f"  NLL = {summary['nll']:.3f}")
-        lines.append(f"  λ   = {summary['multiplier']:.4f} ± {summary['multiplier_std']:.4f}")
+        lines.append(f"  {symbol} = {summary['multiplier']:.4f} ± {summary['multiplier_std']:.4f}")
+    elif summary["mode"] == "geco":
+        lines.append(f"  KL  = {summary['kl']:.3f}")
+        lines.append(f"  NLL = {summary['nll']:.3f}  (κ = {summary['kappa']:g}, constraint {met})")
+        lines.append(f"  β   = {summary['multiplier']:.4f} ± {summary['multiplier_std']:.4f}  (1/λ)")
     else:
         lines.append(f"  KL  = {summary['kl']:.3f}")
         lines.append(f"  NLL = {summary['nll']:.3f}")

@@ -15,7 +15,11 @@ from typing import Any, Literal
 
 from constrained_vae.errors import ConfigError
 
-Mode = Literal["constrained", "fixed-beta"]
+Mode = Literal["constrained", "fixed-beta", "capacity", "controlvae", "geco"]
+OBJECTIVES: tuple[str, ...] = ("constrained", "fixed-beta", "capacity", "controlvae", "geco")
+KL_TARGET_OBJECTIVES = ("constrained", "capacity", "controlvae")  # the objectives --epsilon sets
+DUAL_OBJECTIVES = ("constrained", "geco")  # the objectives with a learned multiplier
+ANNEALED_OBJECTIVES = ("capacity", "controlvae")
 DATASETS = ("dsprites", "dsprites-npz", "digits", "linear-gaussian")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -41,6 +45,16 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     ),
 }  # fmt: skip
 RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "checkpoint_every")
+# Objective settings; the dual-update defaults are the ones benchmarks/dual_tracking.py supports (README).
+DUAL_RULES = ("gradient", "log", "pi", "augmented")  # constrained_vae.dual
+EMA_SUFFIX = "+ema"
+DUAL_UPDATES = (*DUAL_RULES, "ema", *(rule + EMA_SUFFIX for rule in DUAL_RULES))  # the --dual-update choices
+DEFAULT_DUAL_UPDATE = "gradient"
+GECO_DUAL_UPDATE = "log+ema"  # Rezende & Viola 2018: multiplicative λ on the moving average
+GECO_DUAL_UPDATES = ("log+ema", "log")
+DEFAULT_DUAL_KP = 1.0
+DEFAULT_DUAL_EMA = 0.99  # GECO's α
+DEFAULT_CAPACITY_GAMMA = 1000.0  # Burgess et al. 2018, dSprites
 
 
 @dataclass
@@ -62,7 +76,14 @@ class RunConfig:
     batch_size: int | None = None
     lr: float | None = None  # primal (Adam) learning rate
     dual_lr: float | None = None  # dual (SGD, maximize=True) learning rate
-    multiplier_init: float | None = None  # initial λ
+    multiplier_init: float | None = None  # initial λ (GECO: initial β = 1/λ)
+    objective: str | None = None  # None: constrained with --epsilon, fixed-beta with --beta
+    kappa: float | None = None  # GECO's NLL budget κ, nats per sample
+    dual_update: str | None = None  # multiplier update rule (constrained, geco); see constrained_vae.dual
+    dual_kp: float | None = None  # proportional gain K_P of --dual-update pi
+    dual_ema: float | None = None  # decay α of the violation's moving average (--dual-update …+ema)
+    capacity_gamma: float | None = None  # γ of the capacity objective
+    anneal_steps: int | None = None  # steps over which capacity / ControlVAE's set point rise to ε
     seed: int = 0
     device: str = "auto"
     log_every: int | None = None
@@ -70,7 +91,22 @@ class RunConfig:
 
     @property
     def mode(self) -> Mode:
-        return "constrained" if self.epsilon is not None else "fixed-beta"
+        """The objective: ``objective`` when given, else constrained with ε, fixed-beta with β."""
+        if self.objective is not None:
+            return self.objective  # type: ignore[return-value]
+        return "constrained" if self.epsilon is not None or self.beta is None else "fixed-beta"
+
+    @property
+    def label(self) -> str:
+        """``constrained ε=20``, ``fixed-beta β=4``, ``geco κ=30``: the objective and its budget."""
+        symbol, value = (
+            ("β", self.beta)
+            if self.mode == "fixed-beta"
+            else ("κ", self.kappa)
+            if self.mode == "geco"
+            else ("ε", self.epsilon)
+        )
+        return f"{self.mode} {symbol}={value:g}"
 
     def resolved(self) -> RunConfig:
         """A copy with dataset defaults filled in, validated."""
@@ -81,12 +117,35 @@ class RunConfig:
         given = {k: getattr(self, k) for k in _names()}
         config = RunConfig(**{k: defaults[k] if v is None and k in defaults else v for k, v in given.items()})
         config.validate()
-        return config
+        return config.with_objective_defaults()
+
+    def with_objective_defaults(self) -> RunConfig:
+        """Fill the settings that only the chosen objective uses (validated settings assumed).
+
+        Settings an objective does not use stay None, so that they are absent from
+        its numerics (and old checkpoints keep matching).
+        """
+        values = dataclasses.asdict(self)
+        mode = self.mode
+        if self.objective == ("constrained" if self.epsilon is not None else "fixed-beta"):
+            values["objective"] = None  # the default objective for ε or β is not spelled out
+        if mode in DUAL_OBJECTIVES:
+            update = self.dual_update or (DEFAULT_DUAL_UPDATE if mode == "constrained" else GECO_DUAL_UPDATE)
+            values["dual_update"] = update
+            rule, ema = _parse_dual_update(update)
+            if rule == "pi" and self.dual_kp is None:
+                values["dual_kp"] = DEFAULT_DUAL_KP
+            if ema and self.dual_ema is None:
+                values["dual_ema"] = DEFAULT_DUAL_EMA
+        if mode == "capacity" and self.capacity_gamma is None:
+            values["capacity_gamma"] = DEFAULT_CAPACITY_GAMMA
+        if mode in ANNEALED_OBJECTIVES and self.anneal_steps is None:
+            values["anneal_steps"] = max(1, self.steps // 2)
+        return RunConfig(**values)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a one-line message for any bad setting."""
-        if (self.epsilon is None) == (self.beta is None):
-            raise ConfigError("give exactly one of --epsilon (constrained mode) or --beta (fixed-β mode)")
+        self._validate_objective()
         if self.epsilon is not None:
             _check_number("epsilon", self.epsilon, minimum=0.0)
         if self.beta is not None:
@@ -110,11 +169,59 @@ class RunConfig:
         if any(not (math.isfinite(s) and s > 0) for s in self.spectrum) or not self.spectrum:
             raise ConfigError(f"spectrum must be positive numbers, got {self.spectrum}")
 
+    def _validate_objective(self) -> None:
+        """The objective, the budget it needs, and no setting it would ignore."""
+        if self.objective is not None:
+            _check_choice("objective", self.objective, OBJECTIVES)
+        mode = self.mode
+        if self.objective is None and (self.epsilon is None) == (self.beta is None):
+            raise ConfigError("give exactly one of --epsilon (constrained mode) or --beta (fixed-β mode)")
+        needs = "beta" if mode == "fixed-beta" else "kappa" if mode == "geco" else "epsilon"
+        for name in ("epsilon", "beta", "kappa"):
+            value = getattr(self, name)
+            if name == needs and value is None:
+                raise ConfigError(f"--objective {mode} needs --{name}")
+            if name != needs and value is not None:
+                raise ConfigError(f"--{name} does not apply to --objective {mode} (it takes --{needs})")
+            if value is not None:
+                _check_number(name, value, minimum=0.0)
+        applies = {
+            "dual_update": mode in DUAL_OBJECTIVES,
+            "capacity_gamma": mode == "capacity",
+            "anneal_steps": mode in ANNEALED_OBJECTIVES,
+        }
+        rule, ema = _parse_dual_update(self.dual_update) if self.dual_update is not None else (None, False)
+        if mode in DUAL_OBJECTIVES:
+            rule, ema = _parse_dual_update(self.dual_update or DEFAULT_DUAL_UPDATE)
+        applies["dual_kp"] = rule == "pi"
+        applies["dual_ema"] = ema
+        for name, used in applies.items():
+            if getattr(self, name) is not None and not used:
+                flag = "--" + name.replace("_", "-")
+                where = {"dual_kp": "--dual-update pi", "dual_ema": "a --dual-update with +ema"}.get(
+                    name, f"--objective {mode}"
+                )
+                raise ConfigError(f"{flag} does not apply to {where}")
+        if mode == "geco" and self.dual_update is not None and self.dual_update not in GECO_DUAL_UPDATES:
+            choices = " or ".join(GECO_DUAL_UPDATES)
+            raise ConfigError(f"--objective geco reports β = 1/λ, which needs λ > 0: use --dual-update {choices}")
+        if self.dual_kp is not None:
+            _check_number("dual_kp", self.dual_kp, minimum=0.0)
+        if self.dual_ema is not None:
+            _check_number("dual_ema", self.dual_ema, minimum=0.0)
+            if self.dual_ema >= 1:
+                raise ConfigError(f"--dual-ema must be below 1, got {self.dual_ema}")
+        if self.capacity_gamma is not None:
+            _check_number("capacity_gamma", self.capacity_gamma, minimum=0.0, strict=True)
+        if self.anneal_steps is not None and (not isinstance(self.anneal_steps, int) or self.anneal_steps < 1):
+            raise ConfigError(f"anneal-steps must be a positive integer, got {self.anneal_steps}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"mode": self.mode}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        values = upgrade_settings(values)
         known = set(_names())
         unknown = set(values) - known - {"mode", "versions"}
         if unknown:
@@ -122,8 +229,27 @@ class RunConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def numerics(self) -> dict[str, Any]:
-        """The settings that must match for a checkpoint to belong to this run."""
-        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_OVERRIDES}
+        """The settings that must match for a checkpoint to belong to this run (unused ones, None, left out)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_OVERRIDES and v is not None}
+
+
+def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config or checkpoint's numerics, with the settings added since filled as those runs had them.
+
+    Runs from before ``--dual-update`` existed were constrained runs with plain gradient
+    ascent on λ; settings that were None were stored then and are not now.
+    """
+    values = {k: v for k, v in values.items() if v is not None}
+    if values.get("mode") == "constrained" and "dual_update" not in values:
+        values["dual_update"] = "gradient"
+    return values
+
+
+def _parse_dual_update(text: str) -> tuple[str, bool]:
+    from constrained_vae.dual import DualUpdate  # dual imports cooper; config stays light
+
+    update = DualUpdate.parse(text)
+    return update.rule, update.ema
 
 
 def _names() -> list[str]:

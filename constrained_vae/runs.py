@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from constrained_vae.config import RunConfig
+from constrained_vae.config import RunConfig, upgrade_settings
 from constrained_vae.errors import CheckpointError, RunFolderError, UserInputError
 from constrained_vae.files import atomic_write_bytes, atomic_write_json
 
@@ -234,10 +234,10 @@ def load_checkpoint(run_dir: str | Path, config: RunConfig) -> dict[str, Any]:
         raise CheckpointError(f"{path} is corrupt or not a checkpoint ({type(error).__name__})") from None
     if not isinstance(state, dict) or "numerics" not in state or "step" not in state:
         raise CheckpointError(f"{path} is not a constrained-vae checkpoint")
-    expected = config.numerics()
-    if state["numerics"] != expected:
-        keys = set(expected) | set(state["numerics"])
-        differing = sorted(k for k in keys if state["numerics"].get(k) != expected.get(k))
+    expected, saved = config.numerics(), upgrade_settings(state["numerics"])
+    if saved != expected:
+        keys = set(expected) | set(saved)
+        differing = sorted(k for k in keys if saved.get(k) != expected.get(k))
         raise CheckpointError(f"{path} belongs to another config (differs in: {', '.join(differing)})")
     return state
 
@@ -262,12 +262,15 @@ def summarise(config: RunConfig, rows: list[dict[str, float]], seconds: float) -
     kl, nll, multiplier = mean("kl"), mean("nll"), mean("multiplier")
     multiplier_std = math.sqrt(sum((row["multiplier"] - multiplier) ** 2 for row in tail) / len(tail))
     satisfied = None
-    if config.epsilon is not None:
+    if config.epsilon is not None:  # a KL budget (constrained) or target (capacity, controlvae)
         satisfied = bool(kl <= config.epsilon * (1 + CONSTRAINT_TOLERANCE))
+    if config.kappa is not None:  # geco's NLL budget
+        satisfied = bool(nll <= config.kappa * (1 + CONSTRAINT_TOLERANCE))
     return {
         "mode": config.mode,
         "epsilon": config.epsilon,
         "beta": config.beta,
+        "kappa": config.kappa,
         "dataset": config.dataset,
         "seed": config.seed,
         "steps": steps,
@@ -279,7 +282,7 @@ def summarise(config: RunConfig, rows: list[dict[str, float]], seconds: float) -
         "multiplier": multiplier,
         "multiplier_std": multiplier_std,
         "constraint_satisfied": satisfied,
-        "constraint_tolerance": CONSTRAINT_TOLERANCE if config.epsilon is not None else None,
+        "constraint_tolerance": CONSTRAINT_TOLERANCE if satisfied is not None else None,
         "final": {key: rows[-1][key] for key in ("nll", "kl", "loss", "multiplier")},
         "units": "nats per sample",
     }

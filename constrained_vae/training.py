@@ -31,7 +31,7 @@ from constrained_vae.config import RESUMABLE_OVERRIDES, RunConfig
 from constrained_vae.data import Dataset, TensorDataset, check_likelihood_range, load_dataset
 from constrained_vae.errors import ConfigError, ResourceError, RunFolderError, TrainingDiverged, TrainingInterrupted
 from constrained_vae.models import VAE, build_likelihood, build_vae
-from constrained_vae.objectives import Objective, StepTerms, build_objective
+from constrained_vae.objectives import Objective, StepTerms, objective_from_config
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,10 +106,7 @@ class Trainee:
             torch.cuda.manual_seed_all(config.seed)
         model = build_vae(config.model, dataset.sample_shape, config.latent_dim).to(device)
         likelihood = build_likelihood(config.likelihood, config.sigma, config.learn_sigma).to(device)
-        objective = build_objective(
-            model, likelihood, epsilon=config.epsilon, beta=config.beta,
-            lr=config.lr, dual_lr=config.dual_lr, multiplier_init=config.multiplier_init,
-        )  # fmt: skip
+        objective = objective_from_config(model, likelihood, config)
         batch_generator = torch.Generator().manual_seed(config.seed)
         return cls(config, dataset, model, likelihood, objective, batch_generator, device)
 
@@ -262,8 +259,7 @@ def _train_steps(trainee: Trainee, run_dir: Path, stop: StopRequest, progress: b
     config = trainee.config
     bar = tqdm(
         total=config.steps, initial=trainee.step, disable=not progress, dynamic_ncols=True,
-        desc=f"{config.mode} {'ε' if config.epsilon is not None else 'β'}="
-        f"{config.epsilon if config.epsilon is not None else config.beta:g}",
+        desc=config.label,
     )  # fmt: skip
     last_checkpoint = trainee.step
     trainee.model.train()

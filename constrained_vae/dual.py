@@ -1,0 +1,167 @@
+"""Update rules for a Lagrange multiplier λ ≥ 0 on one inequality constraint ``g ≤ 0``.
+
+The constraint is ``KL − ε ≤ 0`` (nats per sample) in the constrained objective and
+``NLL − κ ≤ 0`` in GECO. With the violation ``g_t`` of step t (the dual gradient):
+
+* ``gradient`` — projected SGD ascent: ``λ ← max(0, λ + η·g_t)``.
+* ``log`` — multiplicative (mirror ascent on log λ, GECO's rule):
+  ``λ ← λ·exp(η·g_t)``. The step is relative to λ, so budgets whose λ differs by
+  orders of magnitude move at the same relative speed; λ stays > 0 and never
+  reaches 0 exactly (an inactive constraint drives it towards 0 geometrically).
+* ``pi`` — a proportional–integral controller on g (νPI, Sohrabi et al. 2024, with
+  ν = 0): ``λ ← max(0, λ + η·(g_t + K_P·(g_t − g_{t−1})))``, the first step being plain
+  SGD (g_{−1} = g_0). Written here rather than taken from cooper 1.0.1, whose
+  ``nuPI`` stores ξ_0 = 0 instead of g_0 and so takes a wrong second step
+  (cooper-org/cooper#107, open).
+* ``augmented`` — cooper's augmented Lagrangian: the primal step descends
+  ``f + (relu(λ + ρ·g)² − λ²)/(2ρ)``, the dual step is projected SGD; ρ is the dual
+  learning rate η, as in the method of multipliers (λ ← max(0, λ + ρ·g)).
+* ``+ema`` (with any of them; ``ema`` alone is ``gradient+ema``) — GECO's moving
+  average: the dual step sees ``m_t = α·m_{t−1} + (1 − α)·g_t`` (m_0 = g_0) instead of
+  g_t; the primal step still sees the batch's own g_t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cooper
+import torch
+
+from constrained_vae.config import DUAL_RULES as RULES
+from constrained_vae.config import EMA_SUFFIX
+from constrained_vae.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DualUpdate:
+    """A multiplier update rule and whether the dual step sees the EMA of the violation."""
+
+    rule: str
+    ema: bool
+
+    @classmethod
+    def parse(cls, text: str) -> DualUpdate:
+        """``"pi+ema"`` → DualUpdate("pi", True); ``"ema"`` is ``"gradient+ema"``."""
+        if text == "ema":
+            return cls("gradient", True)
+        rule, ema = (text[: -len(EMA_SUFFIX)], True) if text.endswith(EMA_SUFFIX) else (text, False)
+        if rule not in RULES:
+            choices = ", ".join(RULES)
+            raise ConfigError(f"unknown --dual-update {text!r}; choose one of {choices}, optionally with {EMA_SUFFIX}")
+        return cls(rule, ema)
+
+    def __str__(self) -> str:
+        return self.rule + (EMA_SUFFIX if self.ema else "")
+
+
+class LogMultiplier(cooper.multipliers.Multiplier):
+    """λ = exp(w) for a parameter w = log λ, with the dual gradient passed to w unchanged.
+
+    cooper's dual Lagrangian is ``λ·g`` (g detached); its gradient in w is made ``g``
+    (not ``λ·g``) by a straight-through value, so SGD ascent on w is ``log λ ← log λ + η·g``,
+    i.e. ``λ ← λ·exp(η·g)``.
+    """
+
+    expects_constraint_features = False
+
+    def __init__(self, init: float, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        if not init > 0:
+            raise ConfigError(f"--dual-update log needs a positive --multiplier-init (log λ), got {init}")
+        self.log_weight = torch.nn.Parameter(torch.tensor([init], device=device, dtype=dtype).log())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """λ itself (not the parameter), shape (1,)."""
+        return self.log_weight.detach().exp()
+
+    def forward(self) -> torch.Tensor:
+        value = self.log_weight.exp().detach()
+        return value + (self.log_weight - self.log_weight.detach())
+
+    def post_step_(self) -> None:
+        """λ = exp(w) > 0 by construction: nothing to project."""
+
+
+class PIAscent(torch.optim.Optimizer):
+    """νPI with ν = 0 for maximisation: ``p ← p + lr·(e_t + kp·(e_t − e_{t−1}))``, e = p.grad.
+
+    The first step is SGD (e_{−1} = e_0). The previous error is optimizer state, so a
+    resumed run continues exactly.
+    """
+
+    def __init__(self, params: Any, lr: float, kp: float) -> None:
+        super().__init__(params, {"lr": lr, "kp": kp, "maximize": True})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                error = param.grad
+                state = self.state[param]
+                previous = state.get("previous_error", error)
+                param.add_(error + group["kp"] * (error - previous), alpha=group["lr"])
+                state["previous_error"] = error.clone()
+
+
+class ViolationAverage(torch.nn.Module):
+    """GECO's moving average of the violation, ``m_t = α·m_{t−1} + (1 − α)·g_t``, m_0 = g_0."""
+
+    def __init__(self, decay: float, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.decay = float(decay)
+        self.register_buffer("value", torch.zeros((), device=device, dtype=dtype))
+        self.register_buffer("started", torch.zeros((), device=device, dtype=torch.bool))
+
+    def update(self, violation: torch.Tensor) -> torch.Tensor:
+        """Fold in this step's violation (detached) and return the new average."""
+        g = violation.detach()
+        average = torch.where(self.started, self.decay * self.value + (1 - self.decay) * g, g)
+        self.value.copy_(average)
+        self.started.fill_(True)
+        return average
+
+
+def make_constraint(update: DualUpdate, init: float, rate: float, reference: torch.Tensor) -> cooper.Constraint:
+    """The cooper inequality constraint with the multiplier and formulation of ``update``.
+
+    ``rate`` is the dual learning rate (also ρ for ``augmented``); λ lives on ``reference``'s
+    device, in its dtype.
+    """
+    device, dtype = reference.device, reference.dtype
+    if update.rule == "log":
+        multiplier: cooper.multipliers.Multiplier = LogMultiplier(init, device, dtype)
+    else:
+        start = torch.tensor([float(init)], dtype=dtype)
+        multiplier = cooper.multipliers.DenseMultiplier(init=start, device=device, dtype=dtype)
+    if update.rule == "augmented":
+        penalty = cooper.penalty_coefficients.DensePenaltyCoefficient(
+            init=torch.tensor([float(rate)], device=device, dtype=dtype)
+        )
+        return cooper.Constraint(
+            constraint_type=cooper.ConstraintType.INEQUALITY,
+            formulation_type=cooper.formulations.AugmentedLagrangian,
+            multiplier=multiplier,
+            penalty_coefficient=penalty,
+        )
+    return cooper.Constraint(
+        constraint_type=cooper.ConstraintType.INEQUALITY,
+        formulation_type=cooper.formulations.Lagrangian,
+        multiplier=multiplier,
+    )
+
+
+def make_dual_optimizer(update: DualUpdate, params: Any, rate: float, kp: float) -> torch.optim.Optimizer:
+    """The torch optimizer that ascends the dual Lagrangian under ``update``."""
+    if update.rule == "pi":
+        return PIAscent(params, lr=rate, kp=kp)
+    return torch.optim.SGD(params, lr=rate, maximize=True)
+
+
+def multiplier_value(constraint: cooper.Constraint) -> torch.Tensor:
+    """The constraint's current λ as a 0-d tensor on its device (no host read)."""
+    return constraint.multiplier.weight.detach()[0].clone()
