@@ -7,7 +7,9 @@ The constraint is ``KL − ε ≤ 0`` (nats per sample) in the constrained objec
 * ``log`` — multiplicative (mirror ascent on log λ, GECO's rule):
   ``λ ← λ·exp(η·g_t)``. The step is relative to λ, so budgets whose λ differs by
   orders of magnitude move at the same relative speed; λ stays > 0 and never
-  reaches 0 exactly (an inactive constraint drives it towards 0 geometrically).
+  reaches 0 exactly (an inactive constraint drives it towards 0 geometrically). λ is
+  kept within [1e-6, 1e6] (:data:`LOG_RANGE`), as GECO implementations clamp it, so that a
+  large early violation cannot overflow it.
 * ``pi`` — a proportional–integral controller on g (νPI, Sohrabi et al. 2024, with
   ν = 0): ``λ ← max(0, λ + η·(g_t + K_P·(g_t − g_{t−1})))``, the first step being plain
   SGD (g_{−1} = g_0). Written here rather than taken from cooper 1.0.1, whose
@@ -23,6 +25,7 @@ The constraint is ``KL − ε ≤ 0`` (nats per sample) in the constrained objec
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +59,9 @@ class DualUpdate:
         return self.rule + (EMA_SUFFIX if self.ema else "")
 
 
+LOG_RANGE = (1e-6, 1e6)  # the values λ may take under the log rule
+
+
 class LogMultiplier(cooper.multipliers.Multiplier):
     """λ = exp(w) for a parameter w = log λ, with the dual gradient passed to w unchanged.
 
@@ -81,8 +87,10 @@ class LogMultiplier(cooper.multipliers.Multiplier):
         value = self.log_weight.exp().detach()
         return value + (self.log_weight - self.log_weight.detach())
 
+    @torch.no_grad()
     def post_step_(self) -> None:
-        """λ = exp(w) > 0 by construction: nothing to project."""
+        """λ = exp(w) > 0 by construction; w is clamped to log :data:`LOG_RANGE`."""
+        self.log_weight.clamp_(math.log(LOG_RANGE[0]), math.log(LOG_RANGE[1]))
 
 
 class PIAscent(torch.optim.Optimizer):
