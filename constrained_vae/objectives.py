@@ -40,7 +40,14 @@ import torch
 from torch import nn
 
 from constrained_vae import dual, losses
-from constrained_vae.config import DEFAULT_CAPACITY_GAMMA, DEFAULT_DUAL_EMA, GECO_DUAL_UPDATES, OBJECTIVES
+from constrained_vae.config import (
+    DEFAULT_CAPACITY_GAMMA,
+    DEFAULT_DUAL_EMA,
+    DEFAULT_DUAL_KP,
+    DEFAULT_DUAL_UPDATE,
+    GECO_DUAL_UPDATES,
+    OBJECTIVES,
+)
 from constrained_vae.errors import ConfigError
 from constrained_vae.models import VAE
 
@@ -375,8 +382,8 @@ def build_objective(
     lr: float = 1e-3,
     dual_lr: float = 1e-2,
     multiplier_init: float = 1.0,
-    dual_update: str = "gradient",
-    dual_kp: float = 0.0,
+    dual_update: str = DEFAULT_DUAL_UPDATE,
+    dual_kp: float = DEFAULT_DUAL_KP,
     dual_ema: float = DEFAULT_DUAL_EMA,
     capacity_gamma: float = DEFAULT_CAPACITY_GAMMA,
     anneal_steps: int | None = None,
@@ -424,7 +431,7 @@ def objective_from_config(model: VAE, likelihood: nn.Module, config: Any) -> Obj
     return build_objective(
         model, likelihood, objective=config.mode, epsilon=config.epsilon, beta=config.beta, kappa=config.kappa,
         lr=config.lr, dual_lr=config.dual_lr, multiplier_init=config.multiplier_init,
-        dual_update=config.dual_update or "gradient", dual_kp=config.dual_kp or 0.0,
+        dual_update=config.default_dual_update, dual_kp=config.dual_kp or 0.0,
         dual_ema=config.dual_ema or DEFAULT_DUAL_EMA, capacity_gamma=config.capacity_gamma or DEFAULT_CAPACITY_GAMMA,
         anneal_steps=config.anneal_steps,
     )  # fmt: skip

@@ -7,7 +7,8 @@ steps), so the numbers are those a user's runs would show:
   ``tolerance``·ε of ε (GECO: the NLL within ``tolerance``·κ of κ); None when the last
   row is not.
 * **oscillation** — std / mean of the multiplier (the effective β) over the rows of the
-  last 10% of steps.
+  last 10% of steps. Not defined for ``capacity``, whose per-step KL weight is ±γ
+  (it is None there, and so is the λ error).
 * **λ error** — (tail mean of the multiplier − β*) / β*, where β*(ε) is known
   (linear-Gaussian data, :mod:`constrained_vae.linear_gaussian`).
 """
@@ -49,7 +50,7 @@ class Tracking:
     kappa: float | None
     steps: int
     settle_step: int | None
-    oscillation: float
+    oscillation: float | None
     kl: float
     nll: float
     multiplier: float
@@ -78,6 +79,8 @@ def track(
     std = math.sqrt(sum((m - mean) ** 2 for m in tail) / len(tail))
     oscillation = std / abs(mean) if mean else math.inf
     error = None if beta_star is None else (summary["multiplier"] - beta_star) / beta_star
+    if config.mode == "capacity":  # its multiplier is ±γ, not an effective β
+        oscillation = error = None
     return Tracking(
         setting=setting or Path(run_dir).name,
         mode=config.mode,
@@ -107,9 +110,11 @@ def markdown_table(results: Sequence[Tracking]) -> str:
         settled = "never" if r.settle_step is None else f"{r.settle_step}"
         star = "–" if r.beta_star is None else f"{r.beta_star:g}"
         error = "–" if r.lambda_error is None else f"{100 * r.lambda_error:+.1f}%"
+        oscillation = "–" if r.oscillation is None else f"{r.oscillation:.3f}"
+        beta = "±γ" if r.mode == "capacity" else f"{r.multiplier:.4g}"
         lines.append(
-            f"| {r.setting} | {budget} | {star} | {settled} | {r.oscillation:.3f} | {r.kl:.3f} | {r.nll:.2f} "
-            f"| {r.multiplier:.4g} | {error} |"
+            f"| {r.setting} | {budget} | {star} | {settled} | {oscillation} | {r.kl:.3f} | {r.nll:.2f} "
+            f"| {beta} | {error} |"
         )
     return "\n".join(lines)
 
@@ -128,8 +133,9 @@ def summary_table(results: Sequence[Tracking]) -> str:
         worst = "never" if len(settled) < len(rows) else str(max(settled))
         errors = [abs(r.lambda_error) for r in rows if r.lambda_error is not None]
         error = f"{100 * max(errors):.1f}%" if errors else "–"
-        oscillation = max(r.oscillation for r in rows)
-        lines.append(f"| {name} | {len(settled)}/{len(rows)} | {worst} | {oscillation:.3f} | {error} |")
+        oscillations = [r.oscillation for r in rows if r.oscillation is not None]
+        oscillation = f"{max(oscillations):.3f}" if oscillations else "–"
+        lines.append(f"| {name} | {len(settled)}/{len(rows)} | {worst} | {oscillation} | {error} |")
     return "\n".join(lines)
 
 
@@ -148,17 +154,19 @@ def write_figure(folders: dict[str, tuple[Path, Path]], budgets: tuple[float, fl
                 continue
             rows = runs.read_metrics(folder)
             steps = [row["step"] for row in rows]
-            (line,) = axes[0, column].plot(steps, [row["multiplier"] for row in rows], lw=1.2, label=name)
-            axes[1, column].plot(steps, [row["kl"] / budget for row in rows], lw=1.2, color=line.get_color())
+            color = f"C{list(folders).index(name) % 10}"
+            if runs.read_config(folder).mode != "capacity":  # its ±γ is no effective β: KL panel only
+                axes[0, column].plot(steps, [row["multiplier"] for row in rows], lw=1.2, color=color, label=name)
+            axes[1, column].plot(steps, [row["kl"] / budget for row in rows], lw=1.2, color=color, label=name)
         axes[0, column].set_title(f"ε = {budget:g} nats ({'tight' if column == 0 else 'loose'})")
-        axes[0, column].set_yscale("log")
-        axes[0, column].set_ylabel("effective β (λ)")
+        axes[0, column].set_yscale("symlog", linthresh=1e-3)
+        axes[0, column].set_ylabel("effective β (λ; 0 shown at the bottom)")
         axes[1, column].axhspan(1 - SETTLE_TOLERANCE, 1 + SETTLE_TOLERANCE, color="0.85", zorder=0)
         axes[1, column].axhline(1.0, color="k", lw=0.8)
         axes[1, column].set_ylim(0, 2)
         axes[1, column].set_ylabel("KL / ε")
         axes[1, column].set_xlabel("step")
-    axes[0, 1].legend(fontsize=7, ncol=2, loc="best")
+    axes[1, 1].legend(fontsize=7, ncol=2, loc="lower right")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from constrained_vae import dual, runs
+from constrained_vae import dual, runs, tracking
 from constrained_vae.config import RunConfig
 from constrained_vae.errors import ConfigError
 from constrained_vae.linear_gaussian import beta_for_rate
@@ -246,7 +246,9 @@ def test_objective_settings_are_checked(settings, message):
 
 def test_objective_defaults_are_filled_only_where_they_apply():
     constrained = RunConfig(epsilon=2.0, dataset="linear-gaussian").resolved()
-    assert (constrained.dual_update, constrained.dual_kp, constrained.dual_ema) == ("gradient", None, None)
+    assert (constrained.dual_update, constrained.dual_kp, constrained.dual_ema) == ("log", None, None)
+    assert constrained.dual_lr == 0.01  # the log rules' rate, whatever the dataset
+    assert RunConfig(epsilon=2.0, dataset="linear-gaussian", dual_update="gradient").resolved().dual_lr == 0.02
     assert constrained.objective is None and constrained.mode == "constrained"
     pi = RunConfig(epsilon=2.0, dataset="linear-gaussian", dual_update="pi+ema").resolved()
     assert (pi.dual_kp, pi.dual_ema) == (1.0, 0.99)
@@ -294,7 +296,7 @@ def test_every_rule_and_baseline_resumes_bit_for_bit(tmp_path, overrides):
 
 def test_a_run_from_before_dual_updates_still_resumes(tmp_path):
     """A run folder written before --dual-update existed: no such key in config.json or the checkpoint."""
-    config = small_run(epsilon=2.0)
+    config = small_run(epsilon=2.0, dual_update="gradient")  # what every run was then
     train(RunConfig(**(vars(config) | {"steps": 20})), tmp_path / "old", progress=False)
     path = tmp_path / "old" / "config.json"
     saved = json.loads(path.read_text())
@@ -320,3 +322,27 @@ def test_each_rule_ends_at_the_closed_form_multiplier(tmp_path, update):
     summary = train(RunConfig(epsilon=epsilon, dataset="linear-gaussian", dual_update=update), tmp_path, progress=False)
     assert summary["multiplier"] == pytest.approx(beta_for_rate(epsilon, spectrum), rel=0.05)
     assert summary["kl"] == pytest.approx(epsilon, rel=0.02)
+
+
+def test_settle_step_is_the_start_of_the_last_stretch_within_tolerance():
+    steps = [10, 20, 30, 40, 50]
+    assert tracking.settle_step(steps, [5.0, 1.0, 1.5, 1.01, 0.99], 1.0, 0.02) == 40
+    assert tracking.settle_step(steps, [1.0, 1.0, 1.0, 1.0, 1.0], 1.0, 0.02) == 10
+    assert tracking.settle_step(steps, [1.0, 1.0, 1.0, 1.0, 1.1], 1.0, 0.02) is None
+
+
+def test_tracking_of_real_runs_and_the_figure(tmp_path):
+    train(small_run(epsilon=2.0, dual_update="log", dual_lr=0.01), tmp_path / "log", progress=False)
+    train(small_run(objective="capacity", epsilon=2.0), tmp_path / "capacity", progress=False)
+    logged = tracking.track(tmp_path / "log", beta_star=3.0, setting="log")
+    summary = json.loads((tmp_path / "log" / runs.SUMMARY).read_text())
+    assert logged.lambda_error == pytest.approx((summary["multiplier"] - 3.0) / 3.0)
+    assert logged.oscillation >= 0 and logged.dual_update == "log" and logged.steps == 40
+    capacity = tracking.track(tmp_path / "capacity", beta_star=3.0)
+    assert capacity.oscillation is None and capacity.lambda_error is None
+    table = tracking.markdown_table([logged, capacity])
+    assert "| log | 2 | 3 |" in table and "±γ" in table
+    assert "1/1" in tracking.summary_table([logged]) or "0/1" in tracking.summary_table([logged])
+    folders = {"log": (tmp_path / "log", tmp_path / "log"), "capacity": (tmp_path / "capacity", tmp_path / "none")}
+    figure = tracking.write_figure(folders, (2.0, 2.0), tmp_path / "fig.png")
+    assert figure.stat().st_size > 10_000

@@ -34,7 +34,9 @@ def test_lagrangian_at_lambda_equal_beta_has_the_fixed_beta_gradient(beta, seed,
         return grads(model.parameters())
 
     constrained = gradient_of(
-        lambda m: build_objective(m, BernoulliLikelihood(), epsilon=epsilon, multiplier_init=beta)
+        lambda m: build_objective(
+            m, BernoulliLikelihood(), epsilon=epsilon, multiplier_init=beta, dual_update="gradient"
+        )
     )
     fixed = gradient_of(lambda m: build_objective(m, BernoulliLikelihood(), beta=beta))
     for g_constrained, g_fixed in zip(constrained, fixed, strict=True):
@@ -64,7 +66,9 @@ def test_the_dual_lagrangian_gradient_in_lambda_is_kl_minus_epsilon(lam, epsilon
 def test_lambda_stays_non_negative_after_any_number_of_dual_steps(lam0, dual_lr, kls):
     """Feed the dual step arbitrary KL values (huge violations either way); λ ≥ 0 always."""
     model = small_vae().float()
-    objective = build_objective(model, BernoulliLikelihood(), epsilon=1.0, dual_lr=dual_lr, multiplier_init=lam0)
+    objective = build_objective(
+        model, BernoulliLikelihood(), epsilon=1.0, dual_lr=dual_lr, multiplier_init=lam0, dual_update="gradient"
+    )
     problem = objective.problem
     weight = problem.kl_constraint.multiplier.weight
     expected = lam0
@@ -82,7 +86,9 @@ def test_lambda_stays_non_negative_after_any_number_of_dual_steps(lam0, dual_lr,
 
 def test_a_full_step_moves_lambda_by_dual_lr_times_the_violation():
     model = small_vae().float()
-    objective = build_objective(model, BernoulliLikelihood(), epsilon=0.5, dual_lr=0.1, multiplier_init=2.0)
+    objective = build_objective(
+        model, BernoulliLikelihood(), epsilon=0.5, dual_lr=0.1, multiplier_init=2.0, dual_update="gradient"
+    )
     x = torch.rand(16, 12).round()
     terms = objective.step(x)
     assert all(t.device == x.device and t.dim() == 0 for t in (terms.nll, terms.kl, terms.loss, terms.multiplier))
