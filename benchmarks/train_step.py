@@ -1,48 +1,129 @@
-"""Milliseconds per training step (forward, backward, primal and dual update).
+"""Training steps per second: the project's loop against a minimal loop on the same model.
 
-Prints one line per (model, batch size): the conv VAE on dSprites batches rendered
-on the fly, the MLP VAE on digits, the linear VAE on linear-Gaussian data.
-Usage: python benchmarks/train_step.py [--steps 30] [--device cpu]
+For each device (CPU, and CUDA when there is one) and each objective (constrained ε = 20,
+fixed β = 1) on dSprites batches of 64, interleaved ``--repeats`` times (a, b, a, b, …):
+
+(a) the project's loop: ``training.train()`` into a fresh run folder, logging every 25 steps
+    and checkpointing every 500 as a real run does; steps/s over the wall time of the whole
+    call (building, writing the folder and compiling included), and "steady" steps/s from the
+    run's own ``seconds`` column after its first ``--warmup`` steps;
+(b) a minimal loop on the same model and likelihood: ``--steps`` batches already made on the
+    device, Adam, λ updated on the device, nothing read back until the end.
+
+It prints the median steps/s of each and the ratio a/b (steady, and over the wall time). This is
+a measurement, not a test: on a machine shared with other jobs, compare only numbers taken in the
+same run, and say so.
+
+    python benchmarks/train_step.py [--device cpu] [--steps 200] [--repeats 3] [--threads 1] [--compile]
 """
 
+from __future__ import annotations
+
 import argparse
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+from constrained_vae import losses, runs
 from constrained_vae.config import RunConfig
-from constrained_vae.training import Trainee
+from constrained_vae.training import Trainee, torch_threads, train, use_compile
+
+OBJECTIVES = {"constrained": {"epsilon": 20.0}, "fixed-beta": {"beta": 1.0}}
 
 
-def time_steps(config: RunConfig, steps: int, warmup: int = 5) -> tuple[float, float]:
+def project_loop(config: RunConfig, folder: Path, warmup: int) -> tuple[float, float]:
+    """(steps/s over the wall time of ``train``, steady steps/s after ``warmup`` steps)."""
+    start = time.perf_counter()
+    train(config, folder, progress=False)
+    wall = time.perf_counter() - start
+    rows = runs.read_metrics(folder)
+    first = next(row for row in rows if row["step"] >= warmup)
+    steady = (rows[-1]["step"] - first["step"]) / (rows[-1]["seconds"] - first["seconds"])
+    return config.steps / wall, steady
+
+
+def minimal_loop(config: RunConfig, compile_model: bool) -> float:
+    """Steps/s of a plain loop on the run's model, data already on the device (after 10 warm-up steps)."""
     trainee = Trainee.build(config.resolved())
-    for _ in range(warmup):
-        trainee.objective.step(trainee.next_batch())
-    data_time = step_time = 0.0
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        x = trainee.next_batch()
-        t1 = time.perf_counter()
-        trainee.objective.step(x)
-        if trainee.device.type == "cuda":
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        data_time += t1 - t0
-        step_time += t2 - t1
-    return 1000 * data_time / steps, 1000 * step_time / steps
+    if compile_model:
+        trainee.compile()
+    model, likelihood, config = trainee.model, trainee.likelihood, trainee.config
+    data = torch.stack([trainee.next_batch() for _ in range(16)])
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(likelihood.parameters()), lr=config.lr)
+    multiplier = torch.ones((), device=trainee.device)
+
+    def step(x: torch.Tensor) -> None:
+        nonlocal multiplier
+        if trainee.compiled and trainee.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        out = model(x)
+        nll = likelihood.nll_per_sample(out.decoded, x).mean()
+        kl = losses.gaussian_kl(out.mu, out.log_var)
+        loss = nll + config.beta * kl if config.beta is not None else nll + multiplier * (kl - config.epsilon)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if config.epsilon is not None:
+            multiplier = torch.relu(multiplier + config.dual_lr * (kl.detach() - config.epsilon))
+
+    for i in range(10):
+        step(data[i % len(data)])
+    synchronise(trainee.device)
+    start = time.perf_counter()
+    for i in range(config.steps):
+        step(data[i % len(data)])
+    synchronise(trainee.device)
+    return config.steps / (time.perf_counter() - start)
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--device", default="cpu")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", action="append", choices=("cpu", "cuda"), help="default: cpu, and cuda if any")
+    parser.add_argument("--steps", type=int, help="steps per timing (default: 200 on CPU, 3000 on CUDA)")
+    parser.add_argument("--warmup", type=int, default=50, help="steps before the steady rate of (a) (default: 50)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (default: 3)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="default: the project's per device")
+    parser.add_argument("--objective", action="append", choices=tuple(OBJECTIVES), help="default: both")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    cases = [("dsprites", b) for b in (32, 64, 128)] + [("digits", 128), ("linear-gaussian", 256)]
-    for dataset, batch_size in cases:
-        config = RunConfig(epsilon=10.0, dataset=dataset, batch_size=batch_size, device=args.device)
-        data_ms, step_ms = time_steps(config, args.steps)
-        print(f"{dataset:16s} batch {batch_size:4d}: data {data_ms:7.2f} ms  step {step_ms:7.2f} ms  per step")
+    devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    with torch_threads(args.threads):
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; dSprites, batch 64; steps/s")
+        for device in devices:
+            steps = args.steps or (3000 if device == "cuda" else 200)
+            for objective in args.objective or list(OBJECTIVES):
+                config = RunConfig(
+                    dataset="dsprites", steps=steps, device=device, compile=args.compile, threads=args.threads,
+                    **OBJECTIVES[objective],
+                )  # fmt: skip
+                compiled = use_compile(config, torch.device(device))
+                project, steady, minimal = [], [], []
+                for repeat in range(args.repeats):
+                    with tempfile.TemporaryDirectory() as folder:
+                        wall_rate, steady_rate = project_loop(config, Path(folder) / "run", args.warmup)
+                    project.append(wall_rate)
+                    steady.append(steady_rate)
+                    minimal.append(minimal_loop(config, compiled))
+                    print(
+                        f"  {device} {objective} repeat {repeat + 1}: (a) {wall_rate:.2f} wall, {steady_rate:.2f} "
+                        f"steady; (b) {minimal[-1]:.2f}",
+                        flush=True,
+                    )
+                a, a_steady, b = (statistics.median(v) for v in (project, steady, minimal))
+                print(
+                    f"{device} {objective:11s} compile={compiled!s:5s} {steps} steps × {args.repeats}: "
+                    f"(a) project {a_steady:8.2f} steady, {a:8.2f} wall   (b) minimal {b:8.2f}   "
+                    f"a/b {a_steady / b:.2f} steady, {a / b:.2f} wall",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

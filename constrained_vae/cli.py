@@ -31,6 +31,7 @@ from constrained_vae.config import (
     parse_spectrum,
 )
 from constrained_vae.errors import TrainingDiverged, TrainingInterrupted, UserInputError
+from constrained_vae.presets import PRESET_DESCRIPTIONS
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
@@ -98,6 +99,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--spectrum", type=_spectrum, help="linear-gaussian eigenvalues, e.g. 16,8,4,2,1")
     data.add_argument("--num-samples", type=int, help="linear-gaussian rows (default 20000)")
     train = parser.add_argument_group("training (defaults depend on the dataset; see README)")
+    train.add_argument(
+        "--preset",
+        choices=list(PRESET_DESCRIPTIONS),
+        help="a published setup, recorded in config.json; settings given explicitly override its: "
+        + "; ".join(f"{name}: {text}" for name, text in PRESET_DESCRIPTIONS.items()),
+    )
     described = (
         ("--steps", int, "total optimisation steps (with --resume: extend to this many)"),
         ("--batch-size", int, "examples per step, drawn with replacement"),
@@ -112,6 +119,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         train.add_argument(flag, type=kind, help=f"{text}; {dataset_default(flag[2:].replace('-', '_'))}")
     train.add_argument("--seed", type=int, help="seeds the model's initialisation, batches and samples (default: 0)")
     train.add_argument("--device", choices=DEVICES, help="default: auto (CUDA if available)")
+    train.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="run the model's forward and backward under torch.compile, with CUDA graphs on a GPU (default: "
+        "only for CUDA runs of 50000 steps or more; compiling takes tens of seconds)",
+    )
 
 
 def _spectrum(text: str) -> list[float]:
@@ -142,6 +155,12 @@ def run_parser() -> argparse.ArgumentParser:
     add_run_arguments(parser)
     parser.add_argument("--out", help="new run folder (default: runs/<dataset>-<eps|beta>-seed<s>-<time>)")
     parser.add_argument("--resume", metavar="RUN", help="continue this run from its checkpoint")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's, one per core; where other jobs share the cores, 1 can be "
+        "several times faster than 2); a sweep sets them with --cpus-per-run",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from constrained_vae.errors import ConfigError
+from constrained_vae.presets import PRESET_DATASETS, PRESETS, preset_settings
 
 Mode = Literal["constrained", "fixed-beta", "capacity", "controlvae", "geco"]
 OBJECTIVES: tuple[str, ...] = ("constrained", "fixed-beta", "capacity", "controlvae", "geco")
 KL_TARGET_OBJECTIVES = ("constrained", "capacity", "controlvae")  # the objectives --epsilon sets
 DUAL_OBJECTIVES = ("constrained", "geco")  # the objectives with a learned multiplier
 ANNEALED_OBJECTIVES = ("capacity", "controlvae")
+OBJECTIVE_SETTINGS = ("objective", "kappa", "dual_update", "dual_kp", "dual_ema", "capacity_gamma", "anneal_steps")
 DATASETS = ("dsprites", "dsprites-npz", "digits", "linear-gaussian")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -44,17 +46,21 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         lr=5e-3, dual_lr=2e-2, multiplier_init=1.0, log_every=20, checkpoint_every=1000,
     ),
 }  # fmt: skip
-RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "checkpoint_every")
+# How a run is computed, not what it computes: they may change on --resume (threads and compile change
+# only the floating-point rounding; see training.py).
+RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "checkpoint_every", "threads", "compile")
 # Objective settings; the dual-update defaults are the ones benchmarks/dual_tracking.py supports (README).
 DUAL_RULES = ("gradient", "log", "pi", "augmented")  # constrained_vae.dual
 EMA_SUFFIX = "+ema"
 DUAL_UPDATES = (*DUAL_RULES, "ema", *(rule + EMA_SUFFIX for rule in DUAL_RULES))  # the --dual-update choices
-DEFAULT_DUAL_UPDATE = "gradient"
+DEFAULT_DUAL_UPDATE = "log"  # benchmarks/dual_tracking.py: every budget met, no oscillation (README)
 GECO_DUAL_UPDATE = "log+ema"  # Rezende & Viola 2018: multiplicative λ on the moving average
 GECO_DUAL_UPDATES = ("log+ema", "log")
+DEFAULT_LOG_DUAL_LR = 0.01  # the dual lr of the log rules when not given (log λ per nat per step)
 DEFAULT_DUAL_KP = 1.0
 DEFAULT_DUAL_EMA = 0.99  # GECO's α
 DEFAULT_CAPACITY_GAMMA = 1000.0  # Burgess et al. 2018, dSprites
+OPTIMIZERS = ("adam", "adagrad")  # the primal optimisers (constrained_vae.optimizers); None is Adam
 
 
 @dataclass
@@ -74,7 +80,7 @@ class RunConfig:
     latent_dim: int | None = None
     steps: int | None = None
     batch_size: int | None = None
-    lr: float | None = None  # primal (Adam) learning rate
+    lr: float | None = None  # primal learning rate (of `optimizer`)
     dual_lr: float | None = None  # dual (SGD, maximize=True) learning rate
     multiplier_init: float | None = None  # initial λ (GECO: initial β = 1/λ)
     objective: str | None = None  # None: constrained with --epsilon, fixed-beta with --beta
@@ -88,6 +94,10 @@ class RunConfig:
     device: str = "auto"
     log_every: int | None = None
     checkpoint_every: int | None = None
+    threads: int | None = None  # torch CPU threads while training; None: torch's default (one per core)
+    compile: bool | None = None  # torch.compile the model; None: only long CUDA runs (training.use_compile)
+    optimizer: str | None = None  # primal optimiser, one of OPTIMIZERS; None: Adam
+    preset: str | None = None  # a published setup (constrained_vae.presets): its settings fill those not given
 
     @property
     def mode(self) -> Mode:
@@ -95,6 +105,13 @@ class RunConfig:
         if self.objective is not None:
             return self.objective  # type: ignore[return-value]
         return "constrained" if self.epsilon is not None or self.beta is None else "fixed-beta"
+
+    @property
+    def default_dual_update(self) -> str:
+        """``dual_update``, or the objective's default rule when it is not given."""
+        if self.dual_update is not None:
+            return self.dual_update
+        return GECO_DUAL_UPDATE if self.mode == "geco" else DEFAULT_DUAL_UPDATE
 
     @property
     def label(self) -> str:
@@ -109,11 +126,16 @@ class RunConfig:
         return f"{self.mode} {symbol}={value:g}"
 
     def resolved(self) -> RunConfig:
-        """A copy with dataset defaults filled in, validated."""
+        """A copy with the settings not given filled in, validated: the preset's, else the dataset defaults."""
         _check_choice("dataset", self.dataset, DATASETS)
+        self._validate_preset()
         defaults = dict(DATASET_DEFAULTS[self.dataset])
+        if self.mode in DUAL_OBJECTIVES and _parse_dual_update(self.default_dual_update)[0] == "log":
+            defaults["dual_lr"] = DEFAULT_LOG_DUAL_LR  # relative steps: one rate for every dataset
         if self.dataset == "linear-gaussian":
             defaults["latent_dim"] = len(self.spectrum)
+        if self.preset is not None:
+            defaults.update(preset_settings(self.preset))
         given = {k: getattr(self, k) for k in _names()}
         config = RunConfig(**{k: defaults[k] if v is None and k in defaults else v for k, v in given.items()})
         config.validate()
@@ -130,7 +152,7 @@ class RunConfig:
         if self.objective == ("constrained" if self.epsilon is not None else "fixed-beta"):
             values["objective"] = None  # the default objective for ε or β is not spelled out
         if mode in DUAL_OBJECTIVES:
-            update = self.dual_update or (DEFAULT_DUAL_UPDATE if mode == "constrained" else GECO_DUAL_UPDATE)
+            update = self.default_dual_update
             values["dual_update"] = update
             rule, ema = _parse_dual_update(update)
             if rule == "pi" and self.dual_kp is None:
@@ -139,6 +161,8 @@ class RunConfig:
                 values["dual_ema"] = DEFAULT_DUAL_EMA
         if mode == "capacity" and self.capacity_gamma is None:
             values["capacity_gamma"] = DEFAULT_CAPACITY_GAMMA
+        if mode not in DUAL_OBJECTIVES:  # no multiplier to initialise or to step
+            values["dual_lr"] = values["multiplier_init"] = None
         if mode in ANNEALED_OBJECTIVES and self.anneal_steps is None:
             values["anneal_steps"] = max(1, self.steps // 2)
         return RunConfig(**values)
@@ -152,9 +176,14 @@ class RunConfig:
             _check_number("beta", self.beta, minimum=0.0)
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("device", self.device, DEVICES)
+        self._validate_preset()
+        if self.optimizer is not None:
+            _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.dataset == "dsprites-npz" and not self.data_path:
             raise ConfigError("--dataset dsprites-npz needs --data-path pointing to the dSprites .npz file")
-        for name in ("latent_dim", "steps", "batch_size", "num_samples", "log_every", "checkpoint_every"):
+        if self.compile is not None and not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be true, false or null, got {self.compile!r}")
+        for name in ("latent_dim", "steps", "batch_size", "num_samples", "log_every", "checkpoint_every", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -168,6 +197,15 @@ class RunConfig:
             raise ConfigError(f"spectrum must be a list of positive numbers, got {self.spectrum!r}")
         if any(not (math.isfinite(s) and s > 0) for s in self.spectrum) or not self.spectrum:
             raise ConfigError(f"spectrum must be positive numbers, got {self.spectrum}")
+
+    def _validate_preset(self) -> None:
+        """A known preset, on a dataset it was published for."""
+        if self.preset is None:
+            return
+        _check_choice("preset", self.preset, tuple(PRESETS))
+        if self.dataset not in PRESET_DATASETS[self.preset]:
+            datasets = " or ".join(PRESET_DATASETS[self.preset])
+            raise ConfigError(f"--preset {self.preset} is a setup for --dataset {datasets}, not {self.dataset}")
 
     def _validate_objective(self) -> None:
         """The objective, the budget it needs, and no setting it would ignore."""
@@ -205,6 +243,12 @@ class RunConfig:
         if mode == "geco" and self.dual_update is not None and self.dual_update not in GECO_DUAL_UPDATES:
             choices = " or ".join(GECO_DUAL_UPDATES)
             raise ConfigError(f"--objective geco reports β = 1/λ, which needs λ > 0: use --dual-update {choices}")
+        if (rule == "log" or mode == "geco") and self.multiplier_init is not None and not self.multiplier_init > 0:
+            what = "the initial β = 1/λ" if mode == "geco" else "log λ"
+            raise ConfigError(
+                f"{self.label.split()[0]} with --dual-update {self.dual_update or rule} needs a positive "
+                f"--multiplier-init ({what}), got {self.multiplier_init}"
+            )
         if self.dual_kp is not None:
             _check_number("dual_kp", self.dual_kp, minimum=0.0)
         if self.dual_ema is not None:
@@ -233,15 +277,32 @@ class RunConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_OVERRIDES and v is not None}
 
 
+def point_settings(settings: dict[str, Any], *, epsilon: float | None, beta: float | None) -> dict[str, Any]:
+    """A sweep point's settings: the run settings without those its objective ignores.
+
+    A sweep gives one set of run settings to ε points and β points alike: ``--dual-update``
+    is for the ε points, so a β point (fixed-β) drops it, and ``--objective`` with it.
+    (``run.py`` refuses such settings instead, see :meth:`RunConfig.validate`.)
+    """
+    if beta is None:
+        return dict(settings, epsilon=epsilon, beta=None)
+    kept = {k: v for k, v in settings.items() if k not in OBJECTIVE_SETTINGS}
+    return dict(kept, epsilon=None, beta=beta)
+
+
 def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
     """A saved config or checkpoint's numerics, with the settings added since filled as those runs had them.
 
     Runs from before ``--dual-update`` existed were constrained runs with plain gradient
-    ascent on λ; settings that were None were stored then and are not now.
+    ascent on λ; settings that were None, and a fixed-β run's dual lr and initial λ,
+    were stored then and are not now.
     """
     values = {k: v for k, v in values.items() if v is not None}
     if values.get("mode") == "constrained" and "dual_update" not in values:
         values["dual_update"] = "gradient"
+    if values.get("mode") in ("fixed-beta", "capacity", "controlvae"):  # stored, unused, by earlier versions
+        values.pop("dual_lr", None)
+        values.pop("multiplier_init", None)
     return values
 
 

@@ -134,6 +134,19 @@ class ViolationAverage(torch.nn.Module):
         return average
 
 
+class DenseMultiplier(cooper.multipliers.DenseMultiplier):
+    """cooper's dense multiplier, projected onto λ ≥ 0 in place.
+
+    cooper 1.0.1 projects with ``weight.data = relu(weight.data)``, a new storage each
+    step, which a captured CUDA graph would not follow; ``relu_`` gives the same values
+    in the same storage.
+    """
+
+    @torch.no_grad()
+    def post_step_(self) -> None:
+        self.weight.relu_()
+
+
 def make_constraint(update: DualUpdate, init: float, rate: float, reference: torch.Tensor) -> cooper.Constraint:
     """The cooper inequality constraint with the multiplier and formulation of ``update``.
 
@@ -145,7 +158,7 @@ def make_constraint(update: DualUpdate, init: float, rate: float, reference: tor
         multiplier: cooper.multipliers.Multiplier = LogMultiplier(init, device, dtype)
     else:
         start = torch.tensor([float(init)], dtype=dtype)
-        multiplier = cooper.multipliers.DenseMultiplier(init=start, device=device, dtype=dtype)
+        multiplier = DenseMultiplier(init=start, device=device, dtype=dtype)
     if update.rule == "augmented":
         penalty = cooper.penalty_coefficients.DensePenaltyCoefficient(
             init=torch.tensor([float(rate)], device=device, dtype=dtype)

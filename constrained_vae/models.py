@@ -19,7 +19,8 @@ from torch import nn
 from constrained_vae import losses
 from constrained_vae.errors import ConfigError
 
-ModelKind = Literal["conv", "mlp", "linear"]
+ModelKind = Literal["conv", "mlp", "linear", "higgins-mlp"]
+HIGGINS_HIDDEN = 1200  # Higgins et al. 2017, Appendix A.2, Table 1 (2D shapes)
 IMAGE_SIZE = 64
 
 
@@ -126,13 +127,35 @@ class ConvDecoder(nn.Sequential):
         )
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def _mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            layers.append(activation())
     return nn.Sequential(*layers)
+
+
+class HigginsEncoder(nn.Module):
+    """The β-VAE paper's 2D-shapes encoder: the flattened image → 1200 → 1200 (ReLU) → 2·latent_dim."""
+
+    def __init__(self, channels: int, latent_dim: int) -> None:
+        super().__init__()
+        self.channels = channels
+        size = channels * 64 * 64
+        self.head = _GaussianHead(
+            nn.Sequential(nn.Flatten(), _mlp([size, HIGGINS_HIDDEN, HIGGINS_HIDDEN, 2 * latent_dim]))
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_image_input(x, self.channels)
+        return self.head(x)
+
+
+def higgins_decoder(channels: int, latent_dim: int) -> nn.Sequential:
+    """The β-VAE paper's 2D-shapes decoder: latent → 1200 ×3 (tanh) → logits ``[n, channels, 64, 64]``."""
+    sizes = [latent_dim, HIGGINS_HIDDEN, HIGGINS_HIDDEN, HIGGINS_HIDDEN, channels * 64 * 64]
+    return nn.Sequential(_mlp(sizes, nn.Tanh), nn.Unflatten(1, (channels, 64, 64)))
 
 
 class _FlatInput(nn.Module):
@@ -168,14 +191,17 @@ def build_vae(kind: ModelKind, sample_shape: tuple[int, ...], latent_dim: int, h
 
     ``conv``: the paper's architecture, for ``(channels, 64, 64)`` with 1 or 3 channels;
     ``mlp``: two hidden ReLU layers of ``hidden`` units each way, for ``(features,)``;
-    ``linear``: a linear encoder (see :class:`LinearEncoder`) and a linear decoder.
+    ``linear``: a linear encoder (see :class:`LinearEncoder`) and a linear decoder;
+    ``higgins-mlp``: the β-VAE paper's fully connected 2D-shapes model, for ``(channels, 64, 64)``.
     """
     if latent_dim < 1:
         raise ConfigError(f"latent dimension must be at least 1, got {latent_dim}")
-    if kind == "conv":
+    if kind in ("conv", "higgins-mlp"):
         if len(sample_shape) != 3 or sample_shape[0] not in (1, 3) or sample_shape[1:] != (64, 64):
-            raise ConfigError(f"conv VAE needs images of shape (1 or 3, 64, 64), got {sample_shape}")
+            raise ConfigError(f"{kind} VAE needs images of shape (1 or 3, 64, 64), got {sample_shape}")
         channels = sample_shape[0]
+        if kind == "higgins-mlp":
+            return VAE(HigginsEncoder(channels, latent_dim), higgins_decoder(channels, latent_dim), latent_dim)
         return VAE(ConvEncoder(channels, latent_dim), ConvDecoder(channels, latent_dim), latent_dim)
     if len(sample_shape) != 1:
         raise ConfigError(f"{kind} VAE needs flat observations (features,), got {sample_shape}")
@@ -185,7 +211,7 @@ def build_vae(kind: ModelKind, sample_shape: tuple[int, ...], latent_dim: int, h
         return VAE(encoder, _mlp([latent_dim, hidden, hidden, features]), latent_dim)
     if kind == "linear":
         return VAE(LinearEncoder(features, latent_dim), nn.Linear(latent_dim, features), latent_dim)
-    raise ConfigError(f"unknown model kind {kind!r}; choose conv, mlp or linear")
+    raise ConfigError(f"unknown model kind {kind!r}; choose conv, mlp, linear or higgins-mlp")
 
 
 class BernoulliLikelihood(nn.Module):

@@ -50,6 +50,7 @@ from constrained_vae.config import (
 )
 from constrained_vae.errors import ConfigError
 from constrained_vae.models import VAE
+from constrained_vae.optimizers import primal_optimizer
 
 CONTROLVAE_KP = 0.01  # Shao et al. 2020, disentangling
 CONTROLVAE_KI = 0.001
@@ -122,13 +123,14 @@ class FixedBetaProblem(VAEProblem):
     def __init__(self, model: VAE, likelihood: nn.Module, beta: float) -> None:
         super().__init__(model, likelihood)
         self.beta = float(beta)
+        self.beta_tensor = self.scalar(self.beta)  # made once: a tensor from a float per step would sync CUDA
 
     def compute_cmp_state(self, x: torch.Tensor) -> cooper.CMPState:
         nll, kl = vae_terms(self.model, self.likelihood, x)
         return cooper.CMPState(loss=nll + self.beta * kl, misc={"nll": nll.detach(), "kl": kl.detach()})
 
     def report(self) -> tuple[torch.Tensor, None]:
-        return self.scalar(self.beta), None
+        return self.beta_tensor, None
 
 
 class BudgetProblem(VAEProblem):
@@ -150,6 +152,7 @@ class BudgetProblem(VAEProblem):
     ) -> None:
         super().__init__(model, likelihood)
         self.budget = float(budget)
+        self.budget_tensor = self.scalar(self.budget)  # made once (see FixedBetaProblem)
         self.update = update
         # registered with cooper under constraint_name (the key of its multiplier in checkpoints)
         setattr(
@@ -215,7 +218,7 @@ class KLConstrainedProblem(BudgetProblem):
         return nll, kl
 
     def report(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return dual.multiplier_value(self.constraint), self.scalar(self.epsilon)
+        return dual.multiplier_value(self.constraint), self.budget_tensor
 
 
 class GECOProblem(BudgetProblem):
@@ -380,6 +383,7 @@ def build_objective(
     objective: str | None = None,
     kappa: float | None = None,
     lr: float = 1e-3,
+    optimizer: str | None = None,
     dual_lr: float = 1e-2,
     multiplier_init: float = 1.0,
     dual_update: str = DEFAULT_DUAL_UPDATE,
@@ -392,14 +396,14 @@ def build_objective(
 
     ``epsilon`` is the KL budget or target (constrained, capacity, controlvae), ``beta``
     the fixed β, ``kappa`` GECO's NLL budget. The primal parameters are the model's and
-    the likelihood's (a learned σ), descended by Adam at ``lr``.
+    the likelihood's (a learned σ), descended by ``optimizer`` (Adam when None) at ``lr``.
     """
     if objective is None:
         if (epsilon is None) == (beta is None):
             raise ValueError("give exactly one of epsilon or beta")
         objective = "constrained" if epsilon is not None else "fixed-beta"
     params = list(model.parameters()) + list(likelihood.parameters())
-    primal = torch.optim.Adam(params, lr=lr)
+    primal = primal_optimizer(params, optimizer, lr)
     if objective in ("constrained", "geco"):
         update = dual.DualUpdate.parse(dual_update)
         if objective == "constrained":
@@ -430,7 +434,7 @@ def objective_from_config(model: VAE, likelihood: nn.Module, config: Any) -> Obj
     """:func:`build_objective` with a resolved :class:`~constrained_vae.config.RunConfig`'s settings."""
     return build_objective(
         model, likelihood, objective=config.mode, epsilon=config.epsilon, beta=config.beta, kappa=config.kappa,
-        lr=config.lr, dual_lr=config.dual_lr, multiplier_init=config.multiplier_init,
+        lr=config.lr, optimizer=config.optimizer, dual_lr=config.dual_lr, multiplier_init=config.multiplier_init,
         dual_update=config.default_dual_update, dual_kp=config.dual_kp or 0.0,
         dual_ema=config.dual_ema or DEFAULT_DUAL_EMA, capacity_gamma=config.capacity_gamma or DEFAULT_CAPACITY_GAMMA,
         anneal_steps=config.anneal_steps,

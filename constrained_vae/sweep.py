@@ -27,32 +27,42 @@ so ``--steps 4000`` equals the linear-gaussian default) whose ``--epsilon``,
 train. Anything else (other settings, or a recorded value left out) is refused, so
 the command in ``sweep.json`` always reproduces every point in the folder.
 
-**Workers.** With ``workers == 1`` the points train one after another in this
-process. Otherwise each point trains in a process of its own (forked from a
-forkserver that has imported torch once; spawned where there is no forkserver), at
-most ``workers`` at once, each with ``cores // workers`` torch threads; a point
-whose process raises or dies (a crash, a kill) fails alone and the others go on.
-On Ctrl-C the running points are stopped (checkpoints and summaries are written
-atomically, so the last checkpoint is whole) and the next run resumes them.
+**Where points train: Ray.** Each point is a Ray task that calls the same
+:func:`~constrained_vae.training.train` as ``run.py``. Without an address the sweep
+starts Ray in its own process on this machine (and shuts it down at the end); with
+``--address`` (or ``RAY_ADDRESS``) it joins a running cluster (and leaves it running),
+whose nodes must all see the sweep folder (a shared file system). A point asks Ray
+for ``--cpus-per-run`` CPUs (its torch threads) and ``--gpus-per-run`` GPUs (a
+fraction lets several points share one); ``--workers N`` is the shorthand for N
+points at once on this machine. The sweep hands Ray no more points than the cluster
+can train at once, so a point handed out is a point running. A point whose exception
+ends it fails alone; one whose worker process (or node) dies is retried by Ray, at
+most ``--max-retries`` times, and resumes from its last checkpoint, bit for bit. On
+Ctrl-C the running points are cancelled (Ray raises KeyboardInterrupt in each: it
+writes a checkpoint at its current step and stops) and the next run resumes them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import multiprocessing
+import logging
+import math
 import os
-import signal
+import socket
 import sys
-import threading
-from collections.abc import Callable, Iterable, Sequence
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Literal
 
+import ray
+import torch
 from tqdm.auto import tqdm
 
 from constrained_vae import locks, runs
@@ -64,10 +74,10 @@ from constrained_vae.cli import (
     dataset_default,
     settings_from_args,
 )
-from constrained_vae.config import Mode, RunConfig
+from constrained_vae.config import Mode, RunConfig, point_settings
 from constrained_vae.errors import ConfigError, DataError, SweepError, UserInputError
-from constrained_vae.files import atomic_write_json
-from constrained_vae.training import resolve_device, resume_config, train
+from constrained_vae.files import TEMPORARY_SUFFIX, atomic_write_json
+from constrained_vae.training import resume_config, train
 
 PROG = "experiments/sweep.py"
 SWEEP_FILE = "sweep.json"
@@ -76,9 +86,13 @@ GRID_FIELDS = ("epsilon", "beta", "seed")  # the RunConfig fields a point sets; 
 EXIT_FAILED = 1
 STOP_TIMEOUT_S = 60.0  # how long a stopped point may take to leave its step before it is killed
 REASON_MAX_CHARS = 300
-# Imported once in the forkserver rather than in every point: torch's optimizers import torch._dynamo on
-# their first step (~1.4 s of CPU). A module that is not there is skipped by the forkserver.
-FORKSERVER_PRELOAD = ("torch._dynamo",)
+DEFAULT_MAX_RETRIES = 3  # Ray's default for tasks
+PROGRESS_INTERVAL_S = 1.0  # how often the progress bar reads the running points' steps
+RATE_WINDOW_S = 10.0  # the progress bar's steps per second are over this many seconds
+METRICS_TAIL_BYTES = 1024  # read from the end of metrics.csv for its last row (rows are < 200 bytes)
+NODE_ID_CHARS = 8  # a Ray node as the report names it: the start of its id
+LOCAL_OBJECT_STORE_BYTES = 128 * 2**20  # points hand Ray only small configs and outcomes
+CONNECT_TIMEOUT_S = 10.0  # for a cluster's head to answer --address
 
 Action = Literal["new", "resume", "restart"]
 Status = Literal["done", "resumed", "skipped", "failed"]
@@ -104,7 +118,8 @@ class Point:
 
     def config(self, settings: dict[str, Any]) -> RunConfig:
         """The sweep's run settings with this point's ε or β and seed (defaults not yet filled in)."""
-        return RunConfig.from_dict({**settings, "epsilon": self.epsilon, "beta": self.beta, "seed": self.seed})
+        values = point_settings(settings, epsilon=self.epsilon, beta=self.beta)
+        return RunConfig.from_dict({**values, "seed": self.seed})
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "mode": self.mode, "epsilon": self.epsilon, "beta": self.beta, "seed": self.seed}
@@ -166,6 +181,7 @@ class Outcome:
     name: str
     status: Status
     reason: str = ""  # one line, for failed points
+    node: str = ""  # the Ray node it trained on (the start of its id), for points trained in this run
 
 
 @dataclass
@@ -224,8 +240,10 @@ def point_configs(grid: Grid, settings: dict[str, Any]) -> dict[Point, RunConfig
 
 
 def check_resources(config: RunConfig) -> None:
-    """What every point needs that a config cannot check by itself: the device and the data file."""
-    resolve_device(config.device)
+    """What every point needs that a config cannot check by itself: the data file.
+
+    (The device is Ray's to provide: ``--device cuda`` needs ``--gpus-per-run``, see :func:`resources_from_args`.)
+    """
     if config.data_path is not None and not Path(config.data_path).is_file():
         raise DataError(f"--data-path {config.data_path} is not a file")
 
@@ -318,50 +336,256 @@ def is_finished(run_dir: Path, steps: int) -> bool:
         return False
 
 
-# --- running ---------------------------------------------------------------------------------
+# --- running: the points as Ray tasks --------------------------------------------------------
 
 
-def run_sweep(plan: SweepPlan, workers: int, *, progress: bool = True) -> list[Outcome]:
-    """Write ``sweep.json``, then train the plan's points; the outcomes in point order.
+@dataclass(frozen=True)
+class Resources:
+    """Where the points train and what each one asks of Ray.
+
+    ``address`` is a Ray cluster to join (None: the Ray this process already runs, or
+    one started here for the sweep). Every point asks for ``cpus`` CPUs (its torch
+    threads are their whole number, at least 1) and ``gpus`` GPUs; ``workers`` caps
+    the points trained at once; a point whose worker dies is retried ``max_retries`` times.
+    """
+
+    address: str | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+    workers: int | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+
+    @property
+    def threads(self) -> int:
+        return max(1, math.floor(self.cpus))
+
+    def local_cpus(self) -> int:
+        """The CPUs of a Ray started here: this machine's cores, or as many as ``workers`` points ask for."""
+        cores = os.cpu_count() or 1
+        return max(cores, math.ceil(self.cpus * self.workers)) if self.workers else cores
+
+    def task_options(self) -> dict[str, Any]:
+        """``ray.remote`` options of a point. A worker that had a GPU is not reused (Ray's rule for GPU tasks):
+        a process keeps the CUDA device it first saw."""
+        options = dict(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries, retry_exceptions=False)
+        return options | ({"max_calls": 1} if self.gpus else {})
+
+    def points_on(self, node: dict[str, float]) -> int:
+        """How many points fit on a node with these total resources."""
+        asked = [("CPU", self.cpus)] + ([("GPU", self.gpus)] if self.gpus else [])
+        return min(math.floor(node.get(name, 0.0) / amount + 1e-9) for name, amount in asked)
+
+
+def resources_from_args(args: argparse.Namespace, settings: dict[str, Any]) -> Resources:
+    """The resource flags, checked; :class:`ConfigError` for a bad one."""
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    address = None if address == "local" else address
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be a positive integer, got {args.workers}")
+        if address is not None:
+            raise ConfigError(
+                f"--workers counts points on this machine, but the sweep joins the Ray cluster at {address} "
+                "(--address or RAY_ADDRESS): give --cpus-per-run and --gpus-per-run instead"
+            )
+    cores = os.cpu_count() or 1
+    cpus = args.cpus_per_run
+    if cpus is None:
+        cpus = max(1, cores // args.workers) if args.workers else 1
+    for flag, value in (("--cpus-per-run", cpus), ("--gpus-per-run", args.gpus_per_run)):
+        if not math.isfinite(value) or value < 0 or (value == 0 and flag == "--cpus-per-run"):
+            kind = "positive" if flag == "--cpus-per-run" else "non-negative"
+            raise ConfigError(f"{flag} must be a {kind} number, got {value:g}")
+    if args.max_retries < 0:
+        raise ConfigError(f"--max-retries must be a non-negative integer, got {args.max_retries}")
+    if settings.get("device") == "cuda" and not args.gpus_per_run:
+        raise ConfigError("--device cuda needs --gpus-per-run (each point's share of a GPU, e.g. 0.25)")
+    resources = Resources(address, float(cpus), float(args.gpus_per_run), args.workers, args.max_retries)
+    try:
+        ray.remote(**resources.task_options())(train_point)
+    except ValueError as error:  # what Ray refuses (a fraction finer than it counts)
+        raise ConfigError(f"--cpus-per-run {cpus:g} / --gpus-per-run {args.gpus_per_run:g}: {error}") from None
+    return resources
+
+
+@contextmanager
+def ray_for(resources: Resources) -> Iterator[None]:
+    """Ray for the sweep: this process's running Ray as it is, else the cluster at ``resources.address``
+    (disconnected from at the end, left running), else one started here (shut down at the end)."""
+    if resources.address is not None:
+        check_reachable(resources.address)
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        if resources.address is None:
+            ray.init(
+                address="local", num_cpus=resources.local_cpus(), include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES, log_to_driver=True, logging_level=logging.WARNING,
+            )  # fmt: skip
+        else:
+            ray.init(address=resources.address, log_to_driver=True, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        where = f"join the Ray cluster at {resources.address}" if resources.address else "start Ray on this machine"
+        raise SweepError(f"cannot {where}: {one_line(error)}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_reachable(address: str) -> None:
+    """SweepError at once when nothing answers at ``host:port`` (Ray would retry for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and the like: Ray's to resolve
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise SweepError(f"cannot join the Ray cluster at {address}: {error.strerror or error}") from None
+
+
+def capacity(resources: Resources) -> int:
+    """How many points the cluster's live nodes can train at once."""
+    return sum(resources.points_on(node["Resources"]) for node in ray.nodes() if node["Alive"])
+
+
+def check_capacity(resources: Resources) -> None:
+    """SweepError when no node of the cluster can take one point."""
+    if capacity(resources) > 0:
+        return
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    cpus, gpus = (max((node.get(name, 0.0) for node in nodes), default=0.0) for name in ("CPU", "GPU"))
+    raise SweepError(
+        f"no Ray node can take a point of --cpus-per-run {resources.cpus:g} --gpus-per-run {resources.gpus:g}: "
+        f"the largest has {cpus:g} CPUs and {gpus:g} GPUs"
+    )
+
+
+def check_writable(sweep_dir: Path) -> None:
+    """SweepError unless files can be created in ``sweep_dir`` (a probe file, removed at once)."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=sweep_dir, prefix=".write-check.", suffix=TEMPORARY_SUFFIX)
+    except OSError as error:
+        raise SweepError(f"cannot write in {sweep_dir}: {error.strerror or error}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def run_sweep(plan: SweepPlan, resources: Resources, *, progress: bool = True) -> list[Outcome]:
+    """Write ``sweep.json``, then train the plan's points on Ray; the outcomes in point order.
 
     Failures are recorded in ``SWEEP/failures.json`` as they happen and cleared for
     points that finish. KeyboardInterrupt stops the running points and is re-raised.
     """
     sweep_dir = plan.sweep_dir
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    if plan.write_record:
-        atomic_write_json(sweep_dir / SWEEP_FILE, plan.record)
-    failures = read_failures(sweep_dir)
-    outcomes: dict[str, Outcome] = {}
-    with tqdm(total=len(plan.names), desc="sweep", unit="point", disable=not progress, dynamic_ncols=True) as bar:
+    with ray_for(resources) if plan.tasks else nullcontext():
+        if plan.tasks:
+            check_capacity(resources)  # before anything is written
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if plan.write_record:
+            atomic_write_json(sweep_dir / SWEEP_FILE, plan.record)
+        failures = read_failures(sweep_dir)
+        outcomes: dict[str, Outcome] = {}
+        with Progress(len(plan.names), enabled=progress) as bar:
 
-        def finish(outcome: Outcome) -> None:
-            outcomes[outcome.name] = outcome
-            if note_failure(failures, outcome):
-                write_failures(sweep_dir, failures)
-            bar.update(1)
-            bar.set_postfix(progress_counts(outcomes.values()))
+            def finish(outcome: Outcome) -> None:
+                outcomes[outcome.name] = outcome
+                if note_failure(failures, outcome):
+                    write_failures(sweep_dir, failures)
+                bar.ended(outcome)
 
-        for name in plan.skipped:
-            finish(Outcome(name, "skipped"))
-        if workers == 1:
-            for task in plan.tasks:
-                finish(run_point(task))
-        else:
-            run_in_processes(plan.tasks, workers, finish)
+            for name in plan.skipped:
+                finish(Outcome(name, "skipped"))
+            if plan.tasks:
+                run_on_ray(plan.tasks, resources, finish, bar)
     return [outcomes[name] for name in plan.names]
+
+
+def run_on_ray(tasks: Sequence[Task], resources: Resources, finish: Callable[[Outcome], None], bar: Progress) -> None:
+    """Hand the tasks to Ray, no more at once than the cluster can train (and ``resources.workers``).
+
+    ``finish`` gets each outcome as its point ends. On any exception here
+    (KeyboardInterrupt included) the points handed out are stopped, then it is re-raised.
+    """
+    point = ray.remote(**resources.task_options())(train_point)
+    cwd = os.getcwd()
+    pending = list(tasks)
+    running: dict[ray.ObjectRef, Task] = {}
+    try:
+        while pending or running:
+            limit = max(1, min(capacity(resources), resources.workers or len(tasks))) if pending else 0
+            while pending and len(running) < limit:
+                task = pending.pop(0)
+                running[point.remote(task, resources.threads, cwd)] = task
+                bar.started(task)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_INTERVAL_S)
+            for ref in ready:
+                finish(outcome_of(ref, running.pop(ref), resources))
+            bar.refresh()
+    except BaseException:
+        stop(list(running))
+        raise
+
+
+def train_point(task: Task, threads: int, cwd: str) -> Outcome:
+    """A Ray task: train one point on the node Ray chose, with ``threads`` torch threads.
+
+    Relative paths mean what they meant to the sweep: the worker moves to the sweep's
+    working folder ``cwd`` where the node has it. A node that does not see the sweep
+    folder fails the point rather than write a run folder of its own.
+    """
+    if not ray.get_gpu_ids():
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a point given no GPU trains on the CPU (with --device auto)
+    torch.set_num_threads(threads)
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    node = ray.get_runtime_context().get_node_id()[:NODE_ID_CHARS]
+    record = task.run_dir.parent / SWEEP_FILE
+    if not record.is_file():
+        reason = f"SweepError: node {node} does not see {record}; --out must be on a file system every node shares"
+        return Outcome(task.name, "failed", reason, node)
+    return dataclasses.replace(run_point(task), node=node)
 
 
 def run_point(task: Task) -> Outcome:
     """Train one point (fresh, restarted or resumed); any exception becomes a failed outcome.
 
-    A restarted point (stopped before its first checkpoint) is cleared by ``train`` itself, under its lock.
+    A point with a checkpoint resumes from it, whatever the plan said: a point retried
+    after its worker died goes on from where it was. A restarted point (stopped before
+    its first checkpoint) is cleared by ``train`` itself, under its lock.
     """
     try:
-        train(task.config, task.run_dir, resume=task.action == "resume", progress=False)
+        train(task.config, task.run_dir, resume=runs.is_started(task.run_dir), progress=False)
     except Exception as error:
         return Outcome(task.name, "failed", one_line(error))
     return Outcome(task.name, "resumed" if task.action == "resume" else "done")
+
+
+def outcome_of(ref: ray.ObjectRef, task: Task, resources: Resources) -> Outcome:
+    """The outcome of a finished Ray task, or a failure saying why it has none."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:  # something train_point does not catch escaped it
+        return Outcome(task.name, "failed", one_line(error.cause or error))
+    except ray.exceptions.RayError as error:  # its worker (or node) died, more often than it may be retried
+        retries = f"{resources.max_retries} retries spent" if resources.max_retries else "no retries allowed"
+        return Outcome(task.name, "failed", f"worker process died ({retries}): {one_line(error)}")
+
+
+def stop(refs: list[ray.ObjectRef]) -> None:
+    """Stop the points handed to Ray as Ctrl-C stops ``run.py``: each writes a checkpoint at its step and ends.
+
+    ``ray.cancel`` raises KeyboardInterrupt in each point; one still running after
+    STOP_TIMEOUT_S is killed (its last checkpoint is then the scheduled one before).
+    """
+    if not refs:
+        return
+    for ref in refs:
+        ray.cancel(ref)
+    _, left = ray.wait(refs, num_returns=len(refs), timeout=STOP_TIMEOUT_S)
+    for ref in left:
+        ray.cancel(ref, force=True)
 
 
 def one_line(error: BaseException) -> str:
@@ -372,115 +596,79 @@ def one_line(error: BaseException) -> str:
 
 
 def progress_counts(outcomes: Iterable[Outcome]) -> dict[str, int]:
-    """The progress bar's postfix: points trained (fresh or resumed), failed, skipped."""
+    """Points trained (fresh or resumed), failed, skipped."""
     statuses = [outcome.status for outcome in outcomes]
     done = statuses.count("done") + statuses.count("resumed")
     return {"done": done, "failed": statuses.count("failed"), "skipped": statuses.count("skipped")}
 
 
-def run_in_processes(
-    tasks: Sequence[Task],
-    workers: int,
-    finish: Callable[[Outcome], None],
-    target: Callable[[Task], Outcome] = run_point,
-) -> None:
-    """Run ``target(task)`` for each task in a process of its own, at most ``workers`` at once.
+class Progress:
+    """The sweep's one progress bar: points done / running / failed / skipped and the aggregate steps per second.
 
-    ``finish`` gets each outcome as its process ends. A process that ends without
-    an outcome (a crash, a kill) fails that task alone. On any exception here
-    (KeyboardInterrupt included) the running processes are stopped, then it is re-raised.
+    The steps are those the points have logged in ``metrics.csv`` in this run of the
+    sweep (so they move in steps of ``--log-every``); the rate is over the last
+    RATE_WINDOW_S seconds.
     """
-    context = process_context()
-    workers = max(1, min(workers, len(tasks)))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    pending = list(tasks)
-    running: dict[int, tuple[BaseProcess, Connection, Task]] = {}
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.bar = tqdm(total=total, desc="sweep", unit="point", disable=not enabled, dynamic_ncols=True)
+        self.outcomes: list[Outcome] = []
+        self.running: dict[str, Path] = {}
+        self.steps: dict[str, tuple[int, int]] = {}  # point: (last logged step when handed out, last logged step now)
+        self.history: deque[tuple[float, int]] = deque()  # (time, steps trained), the last RATE_WINDOW_S seconds
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def started(self, task: Task) -> None:
+        self.running[task.name] = task.run_dir
+        step = last_logged_step(task.run_dir)
+        self.steps[task.name] = (step, step)
+
+    def ended(self, outcome: Outcome) -> None:
+        run_dir = self.running.pop(outcome.name, None)
+        if run_dir is not None:
+            self.steps[outcome.name] = (self.steps[outcome.name][0], last_logged_step(run_dir))
+        self.outcomes.append(outcome)
+        self.refresh(advance=1)
+
+    def refresh(self, advance: int = 0) -> None:
+        """Read the running points' steps and redraw (``advance``: points just ended)."""
+        for name, run_dir in self.running.items():
+            self.steps[name] = (self.steps[name][0], last_logged_step(run_dir))
+        now = time.monotonic()
+        self.history.append((now, sum(last - first for first, last in self.steps.values())))
+        while now - self.history[0][0] > RATE_WINDOW_S:
+            self.history.popleft()
+        (then, before), (_, trained) = self.history[0], self.history[-1]
+        counts = progress_counts(self.outcomes)
+        postfix = {"done": counts["done"], "running": len(self.running), "failed": counts["failed"]}
+        postfix |= {
+            "skipped": counts["skipped"],
+            "steps/s": f"{(trained - before) / (now - then):.3g}" if now > then else "—",
+        }
+        self.bar.set_postfix(postfix, refresh=not advance)
+        if advance:
+            self.bar.update(advance)
+
+
+def last_logged_step(run_dir: Path) -> int:
+    """The step of the last whole row of ``RUN/metrics.csv``, read from the file's end (0 when there is none)."""
     try:
-        while pending or running:
-            while pending and len(running) < workers:
-                task = pending.pop(0)
-                receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=worker_main, args=(target, task, threads, sender), name=f"sweep {task.name}"
-                )
-                process.start()
-                sender.close()
-                running[process.sentinel] = (process, receiver, task)
-            for sentinel in wait(list(running)):
-                process, receiver, task = running.pop(sentinel)
-                finish(collect(process, receiver, task))
-    except BaseException:
-        stop_processes([process for process, _, _ in running.values()])
-        raise
-
-
-def process_context() -> BaseContext:
-    """forkserver where there is one (this module and torch imported once, in a clean process that never
-    ran torch, and each point forked from it), else spawn (each point imports them again)."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__, *FORKSERVER_PRELOAD])
-    return context
-
-
-def worker_main(target: Callable[[Task], Outcome], task: Task, threads: int, sender: Connection) -> None:
-    """A point's process: ``threads`` torch threads; SIGTERM stops it like Ctrl-C (which is the parent's to handle)."""
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    _stop_when_parent_dies()
-    torch.set_num_threads(threads)
-    try:
-        outcome = target(task)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
-    sender.send(outcome)
-    sender.close()
-
-
-def _stop_when_parent_dies() -> None:
-    """SIGTERM this process when the sweep's process dies (a kill): no orphan goes on writing its run folder."""
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_terminate_after, args=(parent,), name="parent watch", daemon=True).start()
-
-
-def _terminate_after(parent: BaseProcess) -> None:
-    parent.join()
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def collect(process: BaseProcess, receiver: Connection, task: Task) -> Outcome:
-    """The outcome a finished process sent, or a failure saying how it died."""
-    process.join()
-    try:
-        outcome = receiver.recv() if receiver.poll() else None
-    except EOFError:
-        outcome = None
-    finally:
-        receiver.close()
-    if outcome is not None:
-        return outcome
-    code = process.exitcode
-    how = f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-    return Outcome(task.name, "failed", f"worker process died ({how})")
-
-
-def stop_processes(processes: Sequence[BaseProcess]) -> None:
-    """SIGTERM (the point stops as on Ctrl-C, closing its files), then SIGKILL whatever is still there."""
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(STOP_TIMEOUT_S)
-        if process.is_alive():
-            process.kill()
-            process.join()
+        with open(run_dir / runs.METRICS, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - METRICS_TAIL_BYTES))
+            rows = handle.read().split(b"\n")[:-1]  # what follows the last line end is a torn row, or nothing
+    except OSError:
+        return 0
+    for row in reversed(rows):
+        try:
+            return int(float(row.split(b",", 1)[0]))
+        except ValueError:  # the header
+            continue
+    return 0
 
 
 # --- failures.json ---------------------------------------------------------------------------
@@ -517,9 +705,13 @@ def write_failures(sweep_dir: Path, failures: dict[str, str]) -> None:
 
 
 def format_report(sweep_dir: Path, outcomes: Sequence[Outcome]) -> str:
-    """A table of the points (status, tail KL, NLL, λ or β), then the failures and their reasons."""
-    header = ("point", "status", "KL", "NLL", "λ / β")
-    rows = [header, *(_table_row(sweep_dir, outcome) for outcome in outcomes)]
+    """A table of the points (status, tail KL, NLL, λ or β), then the failures and their reasons.
+
+    When this run's points trained on more than one Ray node, a last column names each one's node.
+    """
+    by_node = len({outcome.node for outcome in outcomes if outcome.node}) > 1
+    header = ("point", "status", "KL", "NLL", "λ / β", *(("node",) if by_node else ()))
+    rows = [header, *(_table_row(sweep_dir, outcome, by_node) for outcome in outcomes)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     failed = [outcome for outcome in outcomes if outcome.status == "failed"]
@@ -531,7 +723,7 @@ def format_report(sweep_dir: Path, outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def _table_row(sweep_dir: Path, outcome: Outcome) -> tuple[str, ...]:
+def _table_row(sweep_dir: Path, outcome: Outcome, by_node: bool) -> tuple[str, ...]:
     figures = ("—", "—", "—")
     if outcome.status != "failed":
         try:
@@ -539,7 +731,7 @@ def _table_row(sweep_dir: Path, outcome: Outcome) -> tuple[str, ...]:
             figures = (f"{summary['kl']:.3f}", f"{summary['nll']:.3f}", f"{summary['multiplier']:.4g}")
         except (ValueError, KeyError, TypeError):
             pass
-    return (outcome.name, outcome.status, *figures)
+    return (outcome.name, outcome.status, *figures, *((outcome.node or "—",) if by_node else ()))
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -561,10 +753,28 @@ def sweep_parser() -> argparse.ArgumentParser:
     sweep = parser.add_argument_group("sweep")
     sweep.add_argument("--out", required=True, metavar="SWEEP", help="the sweep folder (new, or one to finish)")
     sweep.add_argument("--steps", type=int, help=f"optimisation steps of every point; {dataset_default('steps')}")
-    sweep.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="points trained at once (default: CPU cores)"
-    )
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray_group = parser.add_argument_group("where the points train (Ray)")
+    ray_group.add_argument(
+        "--address", metavar="ADDR", help="join the Ray cluster whose head is at ADDR (host:port); every node must "
+        "see --out (a shared file system); default: $RAY_ADDRESS, else a Ray started in this process"
+    )  # fmt: skip
+    ray_group.add_argument(
+        "--cpus-per-run", type=float, metavar="C", help="CPUs of each point, its torch threads "
+        "(default: 1, or cores/N with --workers N)"
+    )  # fmt: skip
+    ray_group.add_argument(
+        "--gpus-per-run", type=float, default=0.0, metavar="G", help="GPUs of each point; a fraction shares one "
+        "(0.125: 8 points per GPU); default: 0 (the points train on CPUs)"
+    )  # fmt: skip
+    ray_group.add_argument(
+        "--workers", type=int, metavar="N", help="shorthand for this machine: N points at once, each with cores/N "
+        "CPUs (default: as many points as there are cores, 1 CPU each)"
+    )  # fmt: skip
+    ray_group.add_argument(
+        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES, metavar="R", help="times a point whose worker "
+        f"process dies is retried, from its last checkpoint (default: {DEFAULT_MAX_RETRIES})"
+    )  # fmt: skip
     return parser
 
 
@@ -577,12 +787,6 @@ def run_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in settings_from_args(args).items() if key not in GRID_FIELDS}
 
 
-def check_workers(workers: int) -> int:
-    if workers < 1:
-        raise ConfigError(f"--workers must be a positive integer, got {workers}")
-    return workers
-
-
 def sweep_main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, check everything, train the grid, print the table.
 
@@ -593,13 +797,14 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     args = sweep_parser().parse_args(argv)
     grid, settings, command = grid_from_args(args), run_settings_from_args(args), [PROG, *argv]
     try:
-        workers = check_workers(args.workers)
+        resources = resources_from_args(args, settings)
         plan_sweep(args.out, grid, settings, command)  # bad input is refused before the folder is touched
         with locks.hold(args.out):
+            check_writable(Path(args.out))
             plan = plan_sweep(args.out, grid, settings, command)
             if plan.added_points:
                 print(f"extending the sweep in {plan.sweep_dir} by {plan.added_points} points (same run settings)")
-            outcomes = run_sweep(plan, workers, progress=not args.no_progress)
+            outcomes = run_sweep(plan, resources, progress=not args.no_progress)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -614,10 +819,10 @@ __all__ = [
     "Grid",
     "Outcome",
     "Point",
+    "Resources",
     "SweepPlan",
     "Task",
     "plan_sweep",
-    "run_in_processes",
     "run_point",
     "run_sweep",
     "sweep_main",

@@ -135,6 +135,8 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         except (UserInputError, KeyError, json.JSONDecodeError) as error:
             raise SweepError(f"{run_dir}: unreadable run ({error})") from None
         for key, value in run_settings.items():
+            if value is None:  # a setting this run's objective does not use (a fixed-β run's dual rule)
+                continue
             if key in settings and settings[key] != value:
                 differ = f"{settings[key]!r} vs {value!r} in {run_dir.name}"
                 raise SweepError(f"mixed-up sweep {sweep_dir}: runs differ in {key} ({differ})")

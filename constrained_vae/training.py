@@ -3,7 +3,13 @@
 ``train(config, run_dir)`` runs a fresh run into a new folder;
 ``train(config, run_dir, resume=True)`` continues one from its checkpoint, exactly
 as if it had not stopped (same batches, same posterior samples, same optimizer
-state): on CPU the numbers are bit-for-bit those of an uninterrupted run.
+state): on CPU the numbers are bit-for-bit those of an uninterrupted run (with the
+same ``threads`` and ``compile``, which change the rounding); on CUDA it is the same
+run (same batches, same λ trajectory) up to floating-point non-determinism.
+
+Batches are drawn and made on the run's device (indices from a generator there, whose
+state is checkpointed), the step's terms are summed there (:class:`LogWindow`), and the
+host waits for the device only at log rows and checkpoints, where divergence is checked.
 
 The run folder is held (:func:`constrained_vae.locks.hold`) for the whole of
 ``train``. Ctrl-C or SIGTERM stops training between two steps: a checkpoint is
@@ -13,13 +19,13 @@ stops at once; the last checkpoint is then the previous one).
 
 from __future__ import annotations
 
-import math
+import hashlib
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,7 @@ from tqdm.auto import tqdm
 
 from constrained_vae import locks, runs
 from constrained_vae.config import RESUMABLE_OVERRIDES, RunConfig
-from constrained_vae.data import Dataset, TensorDataset, check_likelihood_range, load_dataset
+from constrained_vae.data import BatchFn, Dataset, TensorDataset, check_likelihood_range, load_dataset
 from constrained_vae.errors import ConfigError, ResourceError, RunFolderError, TrainingDiverged, TrainingInterrupted
 from constrained_vae.models import VAE, build_likelihood, build_vae
 from constrained_vae.objectives import Objective, StepTerms, objective_from_config
@@ -43,27 +49,117 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def model_memory_format(config: RunConfig, device: torch.device) -> torch.memory_format:
+    """The layout of the model's conv weights (and so of its activations): channels-last for the conv
+    VAE on CPU, where oneDNN ran the dSprites step 1.15–1.26× faster (2 shared cores, one thread),
+    else torch's default. It changes the floating-point rounding, not the model."""
+    if config.model == "conv" and device.type == "cpu":
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 @dataclass
 class LogWindow:
-    """Sums of the per-step terms since the last logged row (plain floats; see :meth:`add`)."""
+    """The per-step terms since the last logged row, kept on the device: a step never waits for the host.
 
-    nll: float = 0.0
-    kl: float = 0.0
-    loss: float = 0.0
-    count: int = 0
+    Row k of ``rows`` (``[capacity, 4]``, the terms' dtype) holds the window's k-th step: NLL, KL and
+    loss (nats per sample) and the multiplier; adding a step is one device copy. ``carried`` (float64
+    ``[4]``) holds the sums of ``carried_steps`` steps that a checkpoint of an older version passed on
+    as plain floats (zeros otherwise). :meth:`read` sums in step order in float64, as a host loop over
+    Python floats would, and finds the first step whose terms were not all finite.
+    """
+
+    rows: torch.Tensor
+    carried: torch.Tensor
+    count: int = 0  # rows in use
+    carried_steps: int = 0
+
+    @classmethod
+    def empty(cls, device: torch.device, dtype: torch.dtype, capacity: int) -> LogWindow:
+        return cls(
+            torch.empty(capacity, 4, device=device, dtype=dtype), torch.zeros(4, device=device, dtype=torch.float64)
+        )
+
+    @property
+    def steps(self) -> int:
+        """Steps in the window."""
+        return self.carried_steps + self.count
 
     def add(self, terms: StepTerms) -> None:
-        self.nll += float(terms.nll)
-        self.kl += float(terms.kl)
-        self.loss += float(terms.loss)
+        """Store one step's terms in the next row (queued on their device; nothing is read back)."""
+        if self.count == self.rows.shape[0]:
+            self.rows = torch.cat((self.rows, torch.empty_like(self.rows)))
+        torch.stack((terms.nll, terms.kl, terms.loss, terms.multiplier), out=self.rows[self.count])
         self.count += 1
 
-    def row(self, step: int, multiplier: float, epsilon: float | None, seconds: float) -> dict[str, Any]:
-        n = max(self.count, 1)
-        eps = "" if epsilon is None else epsilon
+    def reset(self) -> None:
+        """Start a new window."""
+        self.carried.zero_()
+        self.count = self.carried_steps = 0
+
+    def read(self, terms: StepTerms) -> WindowReading:
+        """The window's means and the last step's multiplier and budget, read to the host (one synchronisation)."""
+        rows = self.rows[: self.count]
+        sums = torch.cat((self.carried[None], rows.to(torch.float64))).cumsum(0)[-1]
+        finite_rows = torch.isfinite(rows).all(1).to(torch.int64).cumprod(0).sum()  # rows before the first bad one
+        last = [finite_rows, terms.multiplier] + ([] if terms.budget is None else [terms.budget])
+        values = torch.cat((sums, *(t.reshape(1).to(torch.float64) for t in last))).tolist()
+        n = max(self.steps, 1)
+        return WindowReading(
+            nll=values[0] / n, kl=values[1] / n, loss=values[2] / n,
+            finite_steps=self.carried_steps + int(values[4]), steps=self.steps,
+            multiplier=values[5], budget=values[6] if terms.budget is not None else None,
+        )  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows[: self.count].cpu(),
+            "carried": self.carried.cpu(),
+            "carried_steps": self.carried_steps,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device, dtype: torch.dtype, capacity: int) -> LogWindow:
+        """The window a checkpoint saved, on ``device``; older checkpoints saved plain-float sums instead of rows."""
+        window = cls.empty(device, dtype, capacity)
+        if "rows" not in state:
+            window.carried = torch.tensor([state["nll"], state["kl"], state["loss"], 0.0], dtype=torch.float64)
+            window.carried = window.carried.to(device)
+            window.carried_steps = int(state["count"])
+            return window
+        rows = state["rows"]
+        if rows.shape[0] > capacity:
+            window.rows = torch.empty(rows.shape[0], 4, device=device, dtype=dtype)
+        window.rows[: rows.shape[0]] = rows
+        window.count = rows.shape[0]
+        window.carried, window.carried_steps = state["carried"].to(device), int(state["carried_steps"])
+        return window
+
+
+@dataclass
+class WindowReading:
+    """A log window read to the host: mean NLL, KL and loss (nats per sample) over its ``steps`` steps,
+    the last step's multiplier and budget, and ``finite_steps``, the steps before the first whose terms
+    were not all finite (all of them if none)."""
+
+    nll: float
+    kl: float
+    loss: float
+    finite_steps: int
+    steps: int
+    multiplier: float
+    budget: float | None
+
+    @property
+    def finite(self) -> bool:
+        return self.finite_steps == self.steps
+
+    def row(self, step: int, seconds: float) -> dict[str, Any]:
+        """A row of ``metrics.csv``."""
+        eps = "" if self.budget is None else self.budget
         return dict(
-            step=step, nll=self.nll / n, kl=self.kl / n, loss=self.loss / n,
-            multiplier=multiplier, epsilon=eps, seconds=round(seconds, 3),
+            step=step, nll=self.nll, kl=self.kl, loss=self.loss,
+            multiplier=self.multiplier, epsilon=eps, seconds=round(seconds, 3),
         )  # fmt: skip
 
 
@@ -72,15 +168,17 @@ class Trainee:
     """Everything a run updates, and how to build it from a config."""
 
     config: RunConfig
-    dataset: Dataset
+    dataset: Dataset  # on the host, for evaluation and figures
+    batches: BatchFn  # the training batches: indices on ``device`` → observations there
     model: VAE
     likelihood: torch.nn.Module
     objective: Objective
-    batch_generator: torch.Generator
+    batch_generator: torch.Generator  # on ``device``; draws each batch's indices
     device: torch.device
+    window: LogWindow
     step: int = 0
     seconds: float = 0.0
-    window: LogWindow = field(default_factory=LogWindow)
+    compiled: bool = False
 
     @classmethod
     def build(cls, config: RunConfig) -> Trainee:
@@ -104,15 +202,38 @@ class Trainee:
         torch.manual_seed(config.seed)
         if device.type == "cuda":
             torch.cuda.manual_seed_all(config.seed)
-        model = build_vae(config.model, dataset.sample_shape, config.latent_dim).to(device)
+        model = build_vae(config.model, dataset.sample_shape, config.latent_dim)
+        model.to(device, memory_format=model_memory_format(config, device))
         likelihood = build_likelihood(config.likelihood, config.sigma, config.learn_sigma).to(device)
         objective = objective_from_config(model, likelihood, config)
-        batch_generator = torch.Generator().manual_seed(config.seed)
-        return cls(config, dataset, model, likelihood, objective, batch_generator, device)
+        batch_generator = torch.Generator(device).manual_seed(config.seed)
+        batches = dataset.batches(device)
+        window = LogWindow.empty(device, next(model.parameters()).dtype, config.log_every)
+        return cls(config, dataset, batches, model, likelihood, objective, batch_generator, device, window)
 
     def next_batch(self) -> torch.Tensor:
-        indices = torch.randint(len(self.dataset), (self.config.batch_size,), generator=self.batch_generator)
-        return self.dataset.get(indices).to(self.device, non_blocking=True)
+        """The next training batch, drawn and made on the device (uniform indices, with replacement)."""
+        indices = torch.randint(
+            len(self.dataset), (self.config.batch_size,), generator=self.batch_generator, device=self.device
+        )
+        return self.batches(indices)
+
+    def advance(self) -> StepTerms:
+        """One optimisation step on the next batch; its terms stay on the device."""
+        if self.compiled and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration for the CUDA graphs of the compiled model
+        return self.objective.step(self.next_batch())
+
+    def compile(self) -> None:
+        """Run the model under ``torch.compile`` from now on (with CUDA graphs on a GPU).
+
+        The posterior samples are drawn as in eager mode (inductor's ``fallback_random``), so the
+        compiled run differs from the eager one only in floating-point rounding. The model keeps its
+        parameters and ``state_dict`` keys; the first steps take longer while it compiles.
+        """
+        options = {"fallback_random": True, "triton.cudagraphs": self.device.type == "cuda"}
+        self.model.compile(options=options)
+        self.compiled = True
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -123,11 +244,12 @@ class Trainee:
             "likelihood": self.likelihood.state_dict(),
             "objective": self.objective.state_dict(),
             "multiplier": self.objective.multiplier,
-            "window": vars(self.window).copy(),
+            "window": self.window.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                 "batches": self.batch_generator.get_state(),
+                "batches_device": self.device.type,
             },
         }
 
@@ -137,15 +259,16 @@ class Trainee:
         self.model.load_state_dict(state["model"])
         self.likelihood.load_state_dict(state["likelihood"])
         self.objective.load_state_dict(state["objective"])
-        self.window = LogWindow(**state["window"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if self.device.type == "cuda" and state["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.batch_generator.set_state(state["rng"]["batches"])
-
-
-def _is_finite(terms: StepTerms) -> bool:
-    return all(math.isfinite(float(v)) for v in (terms.nll, terms.kl, terms.loss, terms.multiplier))
+        self.window = LogWindow.from_state(state["window"], self.device, self.window.rows.dtype, self.config.log_every)
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if self.device.type == "cuda" and rng["cuda"] is not None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if rng.get("batches_device", "cpu") == self.device.type:
+            self.batch_generator.set_state(rng["batches"])
+        else:  # resumed on another kind of device: a new stream, seeded from the saved one
+            digest = hashlib.blake2b(rng["batches"].numpy().tobytes(), digest_size=8).digest()
+            self.batch_generator.manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
 def prepare(trainee: Trainee, run_dir: Path, *, resume: bool) -> bool:
@@ -216,18 +339,50 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
+# Compiling the conv VAE took ~45 s on 2 CPU cores. On an H100, issue 8 measured a minimal loop at
+# 244 steps/s eager and 310 compiled: 0.87 ms saved per step, so ~50,000 steps repay ~45 s.
+COMPILE_MIN_STEPS = 50_000
+
+
+def use_compile(config: RunConfig, device: torch.device) -> bool:
+    """Whether a run compiles its model: ``config.compile`` when set, else only a CUDA run of at
+    least :data:`COMPILE_MIN_STEPS` steps (the paper's scale).
+
+    On 2 shared CPU cores compiling the dSprites conv VAE took ~45 s and then ran its step only
+    1.04× faster, so CPU runs stay eager. The CUDA threshold rests on issue 8's minimal-loop
+    figures; the project's loop under compile on a GPU is still to be measured.
+    """
+    if config.compile is not None:
+        return config.compile
+    return device.type == "cuda" and config.steps >= COMPILE_MIN_STEPS
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """``threads`` torch CPU threads inside the block (torch's setting unchanged for None), the previous after."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train to ``config.steps`` steps and return the summary (also in ``RUN/summary.json``).
 
     Raises :class:`TrainingDiverged` if the loss or the multiplier stops being finite
-    (the checkpoint in the run folder is then the last good one),
-    :class:`TrainingInterrupted` on Ctrl-C or SIGTERM (after a checkpoint at that step),
-    :class:`ResourceError` when a step runs out of memory, and
+    (found at the next logging or checkpoint step; the checkpoint in the run folder is
+    then the last good one), :class:`TrainingInterrupted` on Ctrl-C or SIGTERM (after a
+    checkpoint at that step), :class:`ResourceError` when a step runs out of memory, and
     :class:`~constrained_vae.errors.FolderInUse` when another process holds ``run_dir``.
     """
     run_dir = Path(run_dir)
     stop = StopRequest()
-    with stop.installed():
+    with stop.installed(), torch_threads(config.threads):
         trainee = Trainee.build(config.resolved())  # validates settings and data before anything is written
         if not resume:
             runs.check_new(run_dir)  # a started run is refused before its folder is touched
@@ -235,6 +390,8 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
             raise KeyboardInterrupt
         with locks.hold(run_dir):
             fresh = prepare(trainee, run_dir, resume=resume)
+            if use_compile(trainee.config, trainee.device):
+                trainee.compile()
             try:
                 _train_steps(trainee, run_dir, stop, progress)
             except Exception as error:
@@ -255,44 +412,64 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
 
 
 def _train_steps(trainee: Trainee, run_dir: Path, stop: StopRequest, progress: bool) -> None:
-    """The loop: steps, log rows, checkpoints; stops at a step boundary when ``stop`` is requested."""
+    """The loop: steps, log rows, checkpoints; stops at a step boundary when ``stop`` is requested.
+
+    Steps are queued without reading anything back; the host waits for the device only at log
+    rows and checkpoints (and on a stop), where the window is read and checked for divergence,
+    so a checkpoint is never written from a diverged state. ``trainee.seconds`` counts the time
+    of the steps, not of writing rows and checkpoints.
+    """
     config = trainee.config
     bar = tqdm(
         total=config.steps, initial=trainee.step, disable=not progress, dynamic_ncols=True,
         desc=config.label,
     )  # fmt: skip
-    last_checkpoint = trainee.step
+    last_checkpoint = checked = trainee.step
+    terms: StepTerms | None = None
+    clock = time.perf_counter()
+
+    def settle() -> WindowReading:
+        """Wait for the queued steps, add their time, and stop if one of them diverged."""
+        nonlocal checked
+        reading = trainee.window.read(terms)
+        trainee.seconds += time.perf_counter() - clock
+        if not reading.finite:
+            first = trainee.step - reading.steps + 1 + reading.finite_steps
+            raise TrainingDiverged(
+                f"training diverged at step {first}, between steps {checked + 1} and {trainee.step} (the NLL, "
+                f"KL, loss or multiplier became NaN or infinite); the last good checkpoint (step "
+                f"{last_checkpoint}) is in {run_dir}"
+            )
+        checked = trainee.step
+        return reading
+
     trainee.model.train()
     try:
         while trainee.step < config.steps:
             if stop.requested:
                 if trainee.step != last_checkpoint:
+                    settle()
                     runs.save_checkpoint(run_dir, trainee.state_dict())
                 raise TrainingInterrupted(trainee.step, str(run_dir))
-            started = time.perf_counter()
-            terms = trainee.objective.step(trainee.next_batch())
+            terms = trainee.advance()
             trainee.step += 1
-            trainee.seconds += time.perf_counter() - started
-            if not _is_finite(terms):
-                raise TrainingDiverged(
-                    f"training diverged at step {trainee.step}: NLL {terms.nll}, KL {terms.kl}, "
-                    f"loss {terms.loss}, multiplier {terms.multiplier}; the last good checkpoint "
-                    f"(step {last_checkpoint}) is in {run_dir}"
-                )
             trainee.window.add(terms)
             bar.update(1)
             at_end = trainee.step == config.steps
-            if trainee.step % config.log_every == 0 or at_end:
-                multiplier = float(terms.multiplier)
-                budget = None if terms.budget is None else float(terms.budget)
-                row = trainee.window.row(trainee.step, multiplier, budget, trainee.seconds)
-                runs.append_metrics(run_dir, [row])
-                bar.set_postfix(nll=f"{row['nll']:.2f}", kl=f"{row['kl']:.2f}", λ=f"{multiplier:.3f}")
+            log_due = trainee.step % config.log_every == 0 or at_end
+            checkpoint_due = trainee.step % config.checkpoint_every == 0 or at_end
+            if not (log_due or checkpoint_due):
+                continue
+            reading = settle()
+            if log_due:
+                runs.append_metrics(run_dir, [reading.row(trainee.step, trainee.seconds)])
+                bar.set_postfix(nll=f"{reading.nll:.2f}", kl=f"{reading.kl:.2f}", λ=f"{reading.multiplier:.3f}")
                 if trainee.step % config.log_every == 0:
-                    trainee.window = LogWindow()
-            if trainee.step % config.checkpoint_every == 0 or at_end:
+                    trainee.window.reset()
+            if checkpoint_due:
                 runs.save_checkpoint(run_dir, trainee.state_dict())
                 last_checkpoint = trainee.step
+            clock = time.perf_counter()
     finally:
         bar.close()
 

@@ -1,4 +1,5 @@
-"""Train a grid of ε and/or β values × seeds, one run folder per point, in parallel; see `--help`."""
+"""Train a grid of ε and/or β values × seeds, one run folder per point, each point a Ray task (on a Ray started
+here, or on a cluster's with --address); see `--help`."""
 
 import sys
 

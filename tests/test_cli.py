@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from constrained_vae import runs
 from constrained_vae.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,3 +235,14 @@ def test_help_states_every_default():
     sweep_help = " ".join(sweep_parser().format_help().split())
     assert "--steps STEPS optimisation steps of every point; default: 3000" in sweep_help
     assert "--resume" not in sweep_help
+
+
+def test_threads_and_compile_are_recorded_and_may_change_on_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_main(["--epsilon", "1", *FAST, "--threads", "1", "--no-compile", "--out", "r"]) == 0
+    config = runs.read_config(tmp_path / "r")
+    assert (config.threads, config.compile) == (1, False)
+    assert run_main(["--resume", "r", "--steps", "25", "--threads", "2", "--no-progress"]) == 0
+    assert runs.read_config(tmp_path / "r").threads == 2
+    assert run_main(["--epsilon", "1", *FAST, "--threads", "0", "--out", "bad"]) == 2
+    assert "threads must be a positive integer" in capsys.readouterr().err

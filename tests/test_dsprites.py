@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from constrained_vae.data.base import FactorDataset
+from constrained_vae.data.base import FactorDataset, TensorDataset
 from constrained_vae.data.dsprites import (
     FACTOR_SIZES,
     DSprites,
     DSpritesNPZ,
     load_dsprites_npz,
     render,
+    render_batch,
 )
 from constrained_vae.errors import DataError
 
@@ -346,3 +347,55 @@ def test_npz_float_images_in_unit_range_are_kept(npz_arrays: dict, tmp_path: Pat
     np.savez(path, **{**npz_arrays, "imgs": soft})
     data = load_dsprites_npz(path)
     assert torch.equal(data.get(torch.tensor([3]))[0, 0], torch.from_numpy(soft[3]))
+
+
+# ---------------------------------------------------------------------------- training batches (data on the device)
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_render_batch_equals_render_on_and_off_the_grid() -> None:
+    """The GPU renderer (every shape tested, no data-dependent indexing) draws render's images bit for bit on CPU."""
+    g = torch.Generator().manual_seed(4)
+    n = 600
+    shapes = torch.randint(3, (n,), generator=g)
+    scale = 0.5 + 0.5 * torch.rand(n, generator=g)
+    angle = 2 * math.pi * torch.rand(n, generator=g)
+    pos_x, pos_y = torch.rand(n, generator=g), torch.rand(n, generator=g)
+    assert torch.equal(render_batch(shapes, scale, angle, pos_x, pos_y), render(shapes, scale, angle, pos_x, pos_y))
+
+
+def test_batches_equal_get_for_every_dataset(dsprites: DSprites, npz_arrays: dict, tmp_path: Path) -> None:
+    np.savez(tmp_path / "binary.npz", **npz_arrays)
+    np.savez(tmp_path / "soft.npz", **{**npz_arrays, "imgs": npz_arrays["imgs"].astype(np.float32) * 0.5 + 0.25})
+    g = torch.Generator().manual_seed(5)
+    for data in (dsprites, load_dsprites_npz(tmp_path / "binary.npz"), load_dsprites_npz(tmp_path / "soft.npz")):
+        indices = torch.randint(len(data), (300,), generator=g)
+        batch = data.batches(torch.device("cpu"))(indices)
+        assert batch.dtype == torch.float32 and batch.shape == (300, 1, 64, 64)
+        assert torch.equal(batch, data.get(indices)), data.name
+    tensor_data = TensorDataset("t", torch.randn(50, 3), likelihood="gaussian")
+    indices = torch.randint(50, (20,), generator=g)
+    assert torch.equal(tensor_data.batches(torch.device("cpu"))(indices), tensor_data.get(indices))
+
+
+def test_every_dataset_path_raises_the_malloc_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from constrained_vae.data import base, load_dataset
+
+    monkeypatch.setattr(base, "_malloc_thresholds_raised", False)
+    load_dataset("linear-gaussian", spectrum=[2.0, 1.0], num_samples=10)
+    assert base._malloc_thresholds_raised
+
+
+@CUDA
+def test_cuda_batches_match_the_cpu_ones(dsprites: DSprites, npz_arrays: dict, tmp_path: Path) -> None:
+    """Rendered on the GPU: the same images but for rare pixels on a shape's edge (float rounding)."""
+    cuda = torch.device("cuda")
+    indices = torch.randint(len(dsprites), (2000,), generator=torch.Generator().manual_seed(6))
+    on_gpu = dsprites.batches(cuda)(indices.to(cuda)).cpu()
+    assert on_gpu.shape == (2000, 1, 64, 64)
+    assert (on_gpu != dsprites.get(indices)).float().mean() < 1e-4
+    np.savez(tmp_path / "binary.npz", **npz_arrays)
+    data = load_dsprites_npz(tmp_path / "binary.npz")
+    rows = torch.randint(len(data), (100,), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(data.batches(cuda)(rows.to(cuda)).cpu(), data.get(rows))

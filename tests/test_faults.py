@@ -1,25 +1,24 @@
 """Fault injection: kill -9 at random moments, then resume; two sweeps into one folder at once.
 
 Each ends as the uninterrupted run ends (bit for bit on CPU), with no temporary file
-left behind. Slow (a few minutes on 2 cores): ``python -m pytest -m slow``; CI runs it.
+left behind. A kill takes the script and every process it started: a sweep's Ray
+(its own processes, and the workers training the points) goes with it, as in a crash
+of the machine. Slow (a few minutes on 2 cores): ``python -m pytest -m slow``; CI runs it.
 """
 
-import os
 import random
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from ray_testing import kill_9, last_step, ray_temp_dir, script
 
 from constrained_vae import runs
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 KILLS = 20
 RUN = ["--epsilon", "1", "--dataset", "linear-gaussian", "--spectrum", "4,2,1", "--num-samples", "256",
        "--batch-size", "32", "--steps", "3000", "--log-every", "10", "--checkpoint-every", "50",
@@ -30,28 +29,22 @@ SWEEP = ["--epsilon", "1", "2", "--beta", "1", "--seeds", "0", "1", "--dataset",
 POINTS = [f"{tag}-seed{seed}" for tag in ("eps1", "eps2", "beta1") for seed in (0, 1)]
 
 
-def start(script: str, *args: str, cwd: Path) -> subprocess.Popen:
-    """A script in a session of its own, so that kill -9 of its group takes its workers too."""
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "experiments" / script), *args], cwd=cwd,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+@pytest.fixture
+def start(tmp_path):
+    """``start(script, *args)``: a script run in ``tmp_path`` in a session of its own, its Ray's files outside it."""
+    with ray_temp_dir() as ray_dir:
+        yield lambda name, *args: script(name, *args, cwd=tmp_path, ray_dir=ray_dir)
 
 
-def kill_9(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.communicate()
-
-
-def last_step(run_dir: Path) -> int:
-    try:
-        rows = runs.read_metrics(run_dir)
-    except (OSError, ValueError):
-        return 0
-    return int(rows[-1]["step"]) if rows else 0
+@pytest.fixture(scope="module")
+def sweep_reference(tmp_path_factory):
+    """The sweep run once, uninterrupted: what every sweep below must end as."""
+    folder = tmp_path_factory.mktemp("sweep-reference")
+    with ray_temp_dir() as ray_dir:
+        reference = script("sweep.py", *SWEEP, "--out", "reference", cwd=folder, ray_dir=ray_dir)
+        assert reference.wait() == 0, reference.communicate()
+    assert temporaries(folder) == []
+    return folder / "reference"
 
 
 def kill_at_a_random_moment(process: subprocess.Popen, rng: random.Random, progress, steps: int) -> None:
@@ -89,49 +82,45 @@ def temporaries(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.tmp"))
 
 
-def test_a_run_killed_20_times_ends_as_the_uninterrupted_run(tmp_path):
-    reference = start("run.py", *RUN, "--out", "reference", cwd=tmp_path)
+def test_a_run_killed_20_times_ends_as_the_uninterrupted_run(tmp_path, start):
+    reference = start("run.py", *RUN, "--out", "reference")
     assert reference.wait() == 0, reference.communicate()
     rng, run = random.Random(12), tmp_path / "run"
     for _ in range(KILLS):
         args = ["--resume", "run", "--no-progress"] if runs.is_started(run) else [*RUN, "--out", "run"]
-        kill_at_a_random_moment(start("run.py", *args, cwd=tmp_path), rng, lambda: last_step(run), 3000)
-    finished = start("run.py", "--resume", "run", "--no-progress", cwd=tmp_path)
+        kill_at_a_random_moment(start("run.py", *args), rng, lambda: last_step(run), 3000)
+    finished = start("run.py", "--resume", "run", "--no-progress")
     _, err = finished.communicate()
     assert finished.returncode == 0, err
     assert_same_run(run, tmp_path / "reference")
     assert temporaries(tmp_path) == []
 
 
-def test_a_sweep_killed_20_times_ends_as_the_uninterrupted_sweep(tmp_path):
-    reference = start("sweep.py", *SWEEP, "--out", "reference", cwd=tmp_path)
-    assert reference.wait() == 0, reference.communicate()
+def test_a_sweep_killed_20_times_ends_as_the_uninterrupted_sweep(tmp_path, start, sweep_reference):
     rng, sweep = random.Random(7), tmp_path / "sweep"
 
     def progress() -> int:
         return sum(last_step(sweep / name) for name in POINTS)
 
     for _ in range(KILLS):
-        kill_at_a_random_moment(start("sweep.py", *SWEEP, "--out", "sweep", cwd=tmp_path), rng, progress, 6 * 1500)
-    finished = start("sweep.py", *SWEEP, "--out", "sweep", cwd=tmp_path)
-    _, err = finished.communicate()
-    assert finished.returncode == 0, err
+        kill_at_a_random_moment(start("sweep.py", *SWEEP, "--out", "sweep"), rng, progress, 6 * 1500)
+    finished = start("sweep.py", *SWEEP, "--out", "sweep")
+    out, err = finished.communicate()
+    assert finished.returncode == 0, out + err
     for name in POINTS:
-        assert_same_run(sweep / name, tmp_path / "reference" / name)
+        assert_same_run(sweep / name, sweep_reference / name)
     assert not (sweep / "failures.json").exists()
     assert temporaries(tmp_path) == []
 
 
-def test_two_sweeps_into_one_folder_at_once_one_is_refused_the_other_completes(tmp_path):
+def test_two_sweeps_into_one_folder_at_once_one_is_refused_the_other_completes(tmp_path, start, sweep_reference):
     """The issue's reproduction: kill a sweep part-way, then start the same command twice at once."""
-    reference = start("sweep.py", *SWEEP, "--out", "reference", cwd=tmp_path)
-    assert reference.wait() == 0, reference.communicate()
     sweep = tmp_path / "sweep"
-    first = start("sweep.py", *SWEEP, "--out", "sweep", cwd=tmp_path)
+    first = start("sweep.py", *SWEEP, "--out", "sweep")
     while sum(last_step(sweep / name) for name in POINTS) < 1500 and first.poll() is None:
         time.sleep(0.01)
     kill_9(first)
-    both = [start("sweep.py", *SWEEP, "--out", "sweep", cwd=tmp_path) for _ in range(2)]
+    both = [start("sweep.py", *SWEEP, "--out", "sweep") for _ in range(2)]
     results = [(process.communicate(), process.returncode) for process in both]
     codes = sorted(code for _, code in results)
     assert codes == [0, 2], results
@@ -139,7 +128,7 @@ def test_two_sweeps_into_one_folder_at_once_one_is_refused_the_other_completes(t
     winner = next(process for process, result in zip(both, results, strict=True) if result[1] == 0)
     assert refused_err.strip() == f"error: sweep is in use by process {winner.pid}; wait for it to finish, or stop it"
     for name in POINTS:
-        assert_same_run(sweep / name, tmp_path / "reference" / name)
+        assert_same_run(sweep / name, sweep_reference / name)
         steps = [row["step"] for row in runs.read_metrics(sweep / name)]
         assert steps == sorted(set(steps))  # no duplicated or out-of-order rows
     assert temporaries(tmp_path) == []

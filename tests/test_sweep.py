@@ -1,30 +1,37 @@
-"""experiments/sweep.py: the grid, sweep.json, skip / resume / restart, failures, refusals, parallel workers."""
+"""experiments/sweep.py: the grid, sweep.json, skip / resume / restart, failures, refusals, Ctrl-C, points on Ray.
 
-import dataclasses
+The sweeps run in this process use a Ray started here for the module (a sweep uses the
+Ray its process already runs, and leaves it running); scripts join it with
+``--address``, but for the Ctrl-C test, whose script starts a Ray of its own.
+"""
+
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import ray
+import torch
+from ray_testing import last_step, local_ray, ray_temp_dir, script, wait_for
 
 from constrained_vae import locks, runs
 from constrained_vae import sweep as sweep_module
-from constrained_vae.config import RunConfig
-from constrained_vae.sweep import Grid, Outcome, Point, Task, run_in_processes, sweep_main, sweep_parser
-from constrained_vae.training import train
+from constrained_vae.sweep import Grid, Point, Task, sweep_main, sweep_parser, train_point
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--dataset", "linear-gaussian", "--spectrum", "4,2,1", "--num-samples", "256", "--steps", "20",
         "--batch-size", "32", "--log-every", "5"]  # fmt: skip
 GRID = ["--epsilon", "1", "2", "--beta", "1", "--seeds", "0", "1"]
 NAMES = ["eps1-seed0", "eps1-seed1", "eps2-seed0", "eps2-seed1", "beta1-seed0", "beta1-seed1"]
+JOIN = ["--cpus-per-run", "1", "--address"]  # and the module Ray's address
 
 
 def sweep_in_process(out, *args, workers=1):
-    return sweep_main(["--out", str(out), *args, *FAST, "--workers", str(workers), "--no-progress"])
+    return sweep_main(["--out", str(out), *FAST, *args, "--workers", str(workers), "--no-progress"])
 
 
 def files_of(folder):
@@ -47,12 +54,19 @@ def statuses(stdout):
     return {row[0]: row[1] for row in rows if row and (row[0].startswith("eps") or row[0].startswith("beta"))}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    """A Ray in this process, one CPU per core; its address."""
+    with local_ray(num_cpus=os.cpu_count() or 1) as address:
+        yield address
+
+
 @pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory):
-    """The 2 ε × 1 β × 2 seeds grid, through the real script with two worker processes."""
+def finished_sweep(tmp_path_factory, cluster):
+    """The 2 ε × 1 β × 2 seeds grid, through the real script joining the module's Ray, one CPU per point."""
     cwd = tmp_path_factory.mktemp("finished")
     done = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "sweep.py"), "--out", "sweep", *GRID, *FAST, "--workers", "2"],
+        [sys.executable, str(ROOT / "experiments" / "sweep.py"), "--out", "sweep", *GRID, *FAST, *JOIN, cluster],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -70,10 +84,10 @@ def test_a_grid_makes_one_run_folder_per_point_and_a_sweep_record(finished_sweep
     path, done = finished_sweep
     assert done.returncode == 0, done.stderr
     assert statuses(done.stdout) == dict.fromkeys(NAMES, "done")
-    assert "done=6, failed=0, skipped=0" in done.stderr  # the progress bar's postfix
+    assert "done=6, running=0, failed=0, skipped=0, steps/s=" in done.stderr  # the progress bar's postfix
     assert sorted(p.name for p in path.iterdir()) == sorted([*NAMES, "sweep.json", locks.LOCK_FILE])
     record = json.loads((path / "sweep.json").read_text())
-    assert record["command"] == ["experiments/sweep.py", "--out", "sweep", *GRID, *FAST, "--workers", "2"]
+    assert record["command"] == ["experiments/sweep.py", "--out", "sweep", *GRID, *FAST, *JOIN, record["command"][-1]]
     assert record["grid"] == {"epsilon": [1.0, 2.0], "beta": [1.0], "seeds": [0, 1]}
     assert record["run_settings"] == dict(
         dataset="linear-gaussian", spectrum=[4.0, 2.0, 1.0], num_samples=256, steps=20, batch_size=32, log_every=5
@@ -87,39 +101,48 @@ def test_a_grid_makes_one_run_folder_per_point_and_a_sweep_record(finished_sweep
         assert (summary["mode"], summary["epsilon"], summary["beta"], summary["seed"]) == (
             point["mode"], point["epsilon"], point["beta"], point["seed"],
         )  # fmt: skip
-    from constrained_vae.tradeoff import load_sweep  # here: worker processes import this module, keep it light
+    from constrained_vae.tradeoff import load_sweep
 
     assert len(load_sweep(path).runs) == 6  # what the analysis reads
+    assert ray.is_initialized() and len(ray.nodes()) == 1  # the script left the Ray it joined running
 
 
 def test_rerunning_skips_every_point_and_rewrites_nothing(sweep_copy, monkeypatch, capsys):
     before = files_of(sweep_copy)
-    monkeypatch.setattr(sweep_module, "train", lambda *a, **k: pytest.fail("a finished point was trained again"))
+    monkeypatch.setattr(sweep_module, "run_on_ray", lambda *a, **k: pytest.fail("a point was handed to Ray"))
     assert sweep_in_process(sweep_copy, *GRID) == 0
     assert statuses(capsys.readouterr().out) == dict.fromkeys(NAMES, "skipped")
     assert files_of(sweep_copy) == before
 
 
-def test_an_interrupted_point_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
-    assert sweep_in_process(tmp_path / "straight", "--epsilon", "1") == 0
+def test_ctrl_c_stops_every_point_at_its_step_and_the_next_run_resumes_them_exactly(tmp_path, capsys):
+    """A real SIGINT to the script's process group (a terminal's Ctrl-C), the script starting its own Ray."""
+    grid, names = ["--epsilon", "1", "2", "--steps", "1000", "--checkpoint-every", "400"], ["eps1-seed0", "eps2-seed0"]
+    assert sweep_in_process(tmp_path / "straight", *grid, workers=2) == 0
+    stopped = tmp_path / "stopped"
+    with ray_temp_dir() as ray_dir:
+        command = ["--out", "stopped", *FAST, *grid, "--workers", "2", "--no-progress"]
+        running = script("sweep.py", *command, cwd=tmp_path, ray_dir=ray_dir)
+        wait_for(lambda: min(last_step(stopped / name) for name in names) >= 50, 120, "both points to train")
+        os.killpg(running.pid, signal.SIGINT)
+        _, err = running.communicate(timeout=120)
+    assert running.returncode == 130, err
+    assert "interrupted: re-run the same command to finish the sweep in stopped" in err
+    for name in names:
+        step = torch.load(stopped / name / runs.CHECKPOINT, weights_only=True)["step"]
+        assert 50 <= step < 1000 and step % 400 != 0  # written at the step it was stopped, not a scheduled one
+        assert last_step(stopped / name) <= step
+    assert not (stopped / "failures.json").exists()
 
-    def stopped_at_step_10(config, run_dir, **kwargs):
-        train(dataclasses.replace(config, steps=10), run_dir, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(sweep_module, "train", stopped_at_step_10)
-    assert sweep_in_process(tmp_path / "stopped", "--epsilon", "1") == 130
-    assert "re-run the same command" in capsys.readouterr().err
-    point = tmp_path / "stopped" / "eps1-seed0"
-    assert runs.read_metrics(point)[-1]["step"] == 10
-    monkeypatch.undo()
-
-    assert sweep_in_process(tmp_path / "stopped", "--epsilon", "1") == 0
-    assert statuses(capsys.readouterr().out) == {"eps1-seed0": "resumed"}
-    straight = tmp_path / "straight" / "eps1-seed0"
-    assert numbers(point) == numbers(straight)
-    resumed, uninterrupted = (runs.read_summary(p) | {"seconds": None} for p in (point, straight))
-    assert resumed == uninterrupted
+    capsys.readouterr()
+    assert sweep_in_process(stopped, *grid, workers=2) == 0
+    assert statuses(capsys.readouterr().out) == dict.fromkeys(names, "resumed")
+    for name in names:
+        assert numbers(stopped / name) == numbers(tmp_path / "straight" / name)
+        resumed, uninterrupted = (
+            runs.read_summary(p / name) | {"seconds": None} for p in (stopped, tmp_path / "straight")
+        )
+        assert resumed == uninterrupted
 
 
 def test_a_point_stopped_before_its_first_checkpoint_is_started_afresh(sweep_copy, capsys):
@@ -142,43 +165,49 @@ def test_a_diverging_point_is_reported_and_recorded_and_the_others_finish(tmp_pa
     assert list(failures) == ["beta1e+39-seed0"] and failures["beta1e+39-seed0"].startswith("TrainingDiverged: ")
     assert runs.read_summary(out / "eps1-seed0")["steps"] == 20
     assert runs.read_summary(out / "beta1-seed0")["steps"] == 20
+    assert ray.is_initialized()  # the sweep leaves the Ray of its process running
 
 
-def test_a_failure_is_cleared_when_the_point_later_succeeds(tmp_path, monkeypatch, capsys):
-    out = tmp_path / "sweep"
+def test_a_failure_is_cleared_when_the_point_later_succeeds(sweep_copy, capsys):
+    (sweep_copy / "eps2-seed0" / runs.SUMMARY).unlink()  # the point needs resuming
+    with locks.hold(sweep_copy / "eps2-seed0"):  # and someone else (a run.py --resume) holds it
+        assert sweep_in_process(sweep_copy, *GRID) == 1
+    reason = (
+        f"FolderInUse: {sweep_copy}/eps2-seed0 is in use by process {os.getpid()}; wait for it to finish, or stop it"
+    )
+    assert f"failed: eps2-seed0: {reason}\n" in capsys.readouterr().out
+    assert json.loads((sweep_copy / "failures.json").read_text()) == {"eps2-seed0": reason}
 
-    def crash_on_eps2(config, run_dir, **kwargs):
-        if config.epsilon == 2:
-            raise RuntimeError("boom\nsecond line of the message")
-        return train(config, run_dir, **kwargs)
-
-    monkeypatch.setattr(sweep_module, "train", crash_on_eps2)
-    assert sweep_in_process(out, "--epsilon", "1", "2") == 1
-    assert "failed: eps2-seed0: RuntimeError: boom\n" in capsys.readouterr().out
-    assert json.loads((out / "failures.json").read_text()) == {"eps2-seed0": "RuntimeError: boom"}
-    monkeypatch.undo()
-
-    assert sweep_in_process(out, "--epsilon", "1", "2") == 0
-    assert statuses(capsys.readouterr().out) == {"eps1-seed0": "skipped", "eps2-seed0": "done"}
-    assert not (out / "failures.json").exists()
+    assert sweep_in_process(sweep_copy, *GRID) == 0
+    assert statuses(capsys.readouterr().out) == dict.fromkeys(NAMES, "skipped") | {"eps2-seed0": "resumed"}
+    assert not (sweep_copy / "failures.json").exists()
 
 
-def crash_or_finish(task: Task) -> Outcome:
-    """A worker target whose process dies on the task called ``crash``."""
-    if task.name == "crash":
-        os._exit(3)
-    return Outcome(task.name, "done")
+def test_a_node_that_does_not_see_the_sweep_folder_fails_its_point_and_writes_nothing(tmp_path):
+    """What a node without the shared file system meets: the sweep's record is not there."""
+    config = Point(1.0, None, 0).config({"dataset": "linear-gaussian", "steps": 20}).resolved()
+    task = Task("eps1-seed0", tmp_path / "elsewhere" / "eps1-seed0", config, "new")
+    outcome = ray.get(ray.remote(train_point).remote(task, 1, str(tmp_path)))
+    assert outcome.status == "failed" and outcome.node
+    assert outcome.reason == (
+        f"SweepError: node {outcome.node} does not see {tmp_path}/elsewhere/sweep.json; "
+        "--out must be on a file system every node shares"
+    )
+    assert not (tmp_path / "elsewhere").exists()
 
 
-def test_a_worker_process_that_dies_fails_its_point_alone(tmp_path):
-    tasks = [Task(name, tmp_path / name, RunConfig(epsilon=1.0), "new") for name in ("a", "crash", "b")]
-    outcomes = []
-    run_in_processes(tasks, 2, outcomes.append, target=crash_or_finish)
-    assert sorted(outcomes, key=lambda o: o.name) == [
-        Outcome("a", "done"),
-        Outcome("b", "done"),
-        Outcome("crash", "failed", "worker process died (exit code 3)"),
-    ]
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cpus-per-run", "512"], "no Ray node can take a point of --cpus-per-run 512 --gpus-per-run 0: the largest"),
+        (["--address", "127.0.0.1:1"], "cannot join the Ray cluster at 127.0.0.1:1: Connection refused"),
+    ],
+)
+def test_a_cluster_that_cannot_train_the_points_is_refused_before_anything_is_written(tmp_path, capsys, args, message):
+    assert sweep_main(["--out", str(tmp_path / "sweep"), "--epsilon", "1", *FAST, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {message}") and "\n" not in err
+    assert not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.parametrize(
@@ -189,6 +218,12 @@ def test_a_worker_process_that_dies_fails_its_point_alone(tmp_path):
         (["--seeds", "0"], "give --epsilon and/or --beta"),
         (["--epsilon", "1", "--steps", "0"], "steps must be a positive integer"),
         (["--epsilon", "1", "--workers", "0"], "--workers must be a positive integer"),
+        (["--epsilon", "1", "--workers", "2", "--address", "10.0.0.1:6379"], "give --cpus-per-run and --gpus-per-run"),
+        (["--epsilon", "1", "--cpus-per-run", "0"], "--cpus-per-run must be a positive number"),
+        (["--epsilon", "1", "--gpus-per-run", "-1"], "--gpus-per-run must be a non-negative number"),
+        (["--epsilon", "1", "--gpus-per-run", "0.00001"], "cannot go beyond 0.0001"),
+        (["--epsilon", "1", "--max-retries", "-1"], "--max-retries must be a non-negative integer"),
+        (["--epsilon", "1", "--device", "cuda"], "--device cuda needs --gpus-per-run"),
         (["--epsilon", "0.1234561", "0.1234562"], "too close to tell apart"),
         (["--epsilon", "1", "--dataset", "dsprites-npz", "--data-path", "missing.npz"], "missing.npz"),
     ],
@@ -211,8 +246,8 @@ def test_a_sweep_with_other_run_settings_is_refused(sweep_copy, capsys):
 
 
 def test_a_grid_that_only_adds_points_extends_the_sweep(sweep_copy, capsys):
-    # --dual-lr 0.02 is the linear-gaussian default: the same run settings, spelled out.
-    grid = ["--epsilon", "1", "2", "--beta", "1", "--seeds", "0", "1", "2", "--dual-lr", "0.02"]
+    # --lr 0.005 is the linear-gaussian default: the same run settings, spelled out.
+    grid = ["--epsilon", "1", "2", "--beta", "1", "--seeds", "0", "1", "2", "--lr", "0.005"]
     assert sweep_in_process(sweep_copy, *grid) == 0
     stdout = capsys.readouterr().out
     assert "extending the sweep" in stdout and "by 3 points" in stdout
@@ -221,7 +256,7 @@ def test_a_grid_that_only_adds_points_extends_the_sweep(sweep_copy, capsys):
     record = json.loads((sweep_copy / "sweep.json").read_text())
     assert record["grid"]["seeds"] == [0, 1, 2] and len(record["points"]) == 9
     assert record["command"] == [
-        "experiments/sweep.py", "--out", str(sweep_copy), *grid, *FAST, "--workers", "1", "--no-progress",
+        "experiments/sweep.py", "--out", str(sweep_copy), *FAST, *grid, "--workers", "1", "--no-progress",
     ]  # fmt: skip
 
 

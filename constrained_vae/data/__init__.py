@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from constrained_vae.data.base import Dataset, FactorDataset, TensorDataset
+from constrained_vae.data.base import BatchFn, Dataset, FactorDataset, TensorDataset, raise_malloc_thresholds
 from constrained_vae.errors import DataError
 
-__all__ = ["Dataset", "FactorDataset", "TensorDataset", "check_likelihood_range", "load_dataset"]
+__all__ = ["BatchFn", "Dataset", "FactorDataset", "TensorDataset", "check_likelihood_range", "load_dataset"]
 
 
 def load_dataset(
@@ -22,7 +22,11 @@ def load_dataset(
     num_samples: int = 20000,
     seed: int = 0,
 ) -> Dataset:
-    """The dataset called ``name`` (dsprites, dsprites-npz, digits, linear-gaussian)."""
+    """The dataset called ``name`` (dsprites, dsprites-npz, digits, linear-gaussian).
+
+    Raises glibc's malloc thresholds first, whatever the dataset (see :func:`raise_malloc_thresholds`).
+    """
+    raise_malloc_thresholds()
     if name == "dsprites":
         from constrained_vae.data.dsprites import DSprites
 

@@ -1,0 +1,297 @@
+"""The paper-scale dSprites study (issue 9): fixed β against the KL budgets those β reach.
+
+    STUDY/study.json   the study: β values, extra ε, seeds, the command; once the fixed-β
+                       runs have finished, the matched ε of each β
+    STUDY/sweep/       one ordinary sweep folder (``experiments/sweep.py``) holding every run:
+                       ``beta{B}-seed{S}`` and ``eps{E}-seed{S}``, each with ``metrics.json``
+    STUDY/analysis/    written by ``analysis/study.py`` (:mod:`constrained_vae.study_analysis`)
+
+The phases, each through the sweep's public entry point (:func:`~constrained_vae.sweep.sweep_main`)
+and the evaluation's (:func:`~constrained_vae.evaluation.evaluate_paths`):
+
+1. the fixed-β sweep: every β × seed;
+2. the matched ε of each β: the seed-mean tail KL its runs reached (nats per sample), to
+   :data:`MATCHED_DIGITS` significant digits, recorded in ``study.json``;
+3. the same sweep extended by the constrained points: (matched ε ∪ extra ε) × seed;
+4. every run scored at the evaluation protocol (by default the published sizes), one run
+   at a time; a run whose ``metrics.json`` already holds this protocol and seed for its
+   final step is skipped.
+
+**Resumable.** Re-running the same command continues from wherever the study stopped:
+the sweep skips finished points and resumes interrupted ones from their checkpoints, the
+matched ε are read from ``study.json`` once recorded (never recomputed), and evaluated
+runs are skipped. A command with other β, extra ε or seeds than the recorded study is
+refused before anything runs; other run settings are refused by the sweep itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from constrained_vae import locks, runs
+from constrained_vae.cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, ArgumentParser
+from constrained_vae.config import DEVICES
+from constrained_vae.errors import SweepError, UserInputError
+from constrained_vae.evaluation import evaluate_paths, find_run_dirs, json_ready, protocols_with
+from constrained_vae.files import atomic_write_json
+from constrained_vae.metrics import DCI_PREDICTORS, METRICS
+from constrained_vae.presets import LOCATELLO_2019, PRESETS
+from constrained_vae.sweep import Point, sweep_main
+
+STUDY_FILE = "study.json"
+SWEEP_DIR = "sweep"
+MATCHED_DIGITS = 3  # significant digits of a matched ε: stable folder names, far below the seed spread
+DEFAULT_BETAS = (1.0, 2.0, 4.0, 8.0, 16.0)
+DEFAULT_EXTRA_EPSILONS = (5.0, 10.0, 20.0, 40.0)
+DEFAULT_SEEDS = (0, 1, 2)
+GRID_FLAGS = ("--epsilon", "--beta", "--seed", "--seeds", "--out")  # the study sets these for the sweep
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What the study trains: fixed β values, extra ε (nats per sample) and seeds."""
+
+    betas: tuple[float, ...] = DEFAULT_BETAS
+    extra_epsilons: tuple[float, ...] = DEFAULT_EXTRA_EPSILONS
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+
+    def to_dict(self) -> dict[str, list]:
+        return {"betas": list(self.betas), "extra_epsilons": list(self.extra_epsilons), "seeds": list(self.seeds)}
+
+
+def matched_epsilon(kl: float) -> float:
+    """A KL in nats per sample as a budget: rounded to :data:`MATCHED_DIGITS` significant digits."""
+    return float(f"{kl:.{MATCHED_DIGITS}g}")
+
+
+def fixed_run_kls(sweep_dir: Path, beta: float, seeds: Sequence[int]) -> list[float]:
+    """The tail KL (nats per sample) of the finished fixed-β run at ``beta`` of each seed."""
+    return [runs.read_summary(sweep_dir / Point(None, beta, seed).name)["kl"] for seed in seeds]
+
+
+def matched_epsilons(sweep_dir: Path, plan: StudyPlan) -> dict[str, float]:
+    """β (as ``f"{β:g}"``) → the matched ε: the seed-mean KL its fixed runs reached."""
+    return {f"{beta:g}": matched_epsilon(math.fsum(kls) / len(kls))
+            for beta in plan.betas for kls in [fixed_run_kls(sweep_dir, beta, plan.seeds)]}  # fmt: skip
+
+
+def read_study(study_dir: Path) -> dict[str, Any] | None:
+    """``study.json`` of ``study_dir``, or None when there is none."""
+    path = study_dir / STUDY_FILE
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        malformed = [key for key in StudyPlan().to_dict() if not isinstance(record["plan"][key], list)]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise SweepError(f"{path} is not a study record ({type(error).__name__}: {error})") from None
+    if malformed:
+        raise SweepError(f"{path} is not a study record (plan {', '.join(malformed)} not lists)")
+    return record
+
+
+def check_study_folder(study_dir: Path, plan: StudyPlan, recorded: dict[str, Any] | None) -> None:
+    """Refuse a folder that holds another study, or other files and no study."""
+    if recorded is None:
+        if study_dir.exists() and not study_dir.is_dir():
+            raise SweepError(f"--out {study_dir} exists and is not a folder")
+        if study_dir.is_dir() and any(not locks.is_bookkeeping(path) for path in study_dir.iterdir()):
+            raise SweepError(f"--out {study_dir} is not empty and holds no {STUDY_FILE}; choose a new folder")
+        return
+    if recorded["plan"] != plan.to_dict():
+        raise SweepError(
+            f"{study_dir} holds a study of {recorded['plan']}, not {plan.to_dict()}; "
+            f"its command is in {study_dir / STUDY_FILE}: re-run that, or choose another --out"
+        )
+
+
+def check_sweep_args(sweep_args: Sequence[str]) -> None:
+    """The sweep flags passed through may not set the grid or the folder: the study does."""
+    clashes = sorted({arg.split("=")[0] for arg in sweep_args} & set(GRID_FLAGS))
+    if clashes:
+        raise SweepError(f"{', '.join(clashes)}: the study sets these; use --betas, --extra-epsilons, --seeds, --out")
+
+
+def sweep_command(sweep_dir: Path, plan: StudyPlan, epsilons: Sequence[float], sweep_args: Sequence[str]) -> list[str]:
+    """The ``experiments/sweep.py`` arguments of one phase: every β, the given ε, the seeds."""
+    grid = ["--beta", *(f"{b:g}" for b in plan.betas), "--seeds", *(str(s) for s in plan.seeds)]
+    if epsilons:
+        grid += ["--epsilon", *(f"{e:g}" for e in epsilons)]
+    return [*grid, "--out", str(sweep_dir), *sweep_args]
+
+
+def is_evaluated(run_dir: Path, protocols: dict[str, dict[str, Any]], seed: int) -> bool:
+    """Whether ``RUN/metrics.json`` holds every metric of ``protocols`` at ``seed`` for the run's final step."""
+    scores = runs.read_scores(run_dir)
+    if not scores or scores.get("seed") != seed or scores.get("step") != runs.read_summary(run_dir).get("steps"):
+        return False
+    wanted = json_ready(protocols)
+    return all(scores.get("protocols", {}).get(name) == settings and name in scores.get("scores", {})
+               for name, settings in wanted.items())  # fmt: skip
+
+
+def evaluate_study(
+    sweep_dir: Path,
+    protocols: dict[str, dict[str, Any]],
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> int:
+    """Score every run of the study's sweep not yet scored at ``protocols``; the number scored now."""
+    scored = 0
+    for run_dir in find_run_dirs([sweep_dir]):
+        if is_evaluated(run_dir, protocols, seed):
+            continue
+        evaluate_paths([run_dir], seed=seed, protocols=protocols, device=device, log=log)
+        scored += 1
+    return scored
+
+
+def run_study(
+    study_dir: str | Path,
+    plan: StudyPlan,
+    sweep_args: Sequence[str],
+    command: Sequence[str],
+    *,
+    evaluate: bool = True,
+    protocol_overrides: dict[str, Any] | None = None,
+    metrics: Sequence[str] | None = None,
+    eval_seed: int = 0,
+    eval_device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> int:
+    """Train and evaluate the study in ``study_dir`` (see the module docstring); an exit status.
+
+    ``sweep_args`` are ``experiments/sweep.py`` flags for every phase (run settings such as
+    ``--preset``, ``--steps``, ``--device``; resources such as ``--gpus-per-run``). Returns the
+    sweep's status when a phase does not finish (1: a point failed, 2: bad input, 130:
+    interrupted; the sweep has printed why), else 0. The evaluation scores ``metrics`` (default: all) at
+    their published protocols with ``protocol_overrides`` applied (see
+    :func:`~constrained_vae.evaluation.protocols_with`). Raises :class:`SweepError` (exit 2)
+    for a command that is not this folder's study, before anything is written.
+    """
+    study_dir = Path(study_dir)
+    check_sweep_args(sweep_args)
+    protocols = protocols_with(protocol_overrides, metrics)  # a bad protocol is refused before training
+    check_study_folder(study_dir, plan, read_study(study_dir))  # before the folder is touched
+    with locks.hold(study_dir):  # one study per folder; checked again under the lock
+        recorded = read_study(study_dir)
+        check_study_folder(study_dir, plan, recorded)
+        return _run_phases(study_dir, plan, sweep_args, command, recorded, evaluate, protocols, eval_seed,
+                           eval_device, log)  # fmt: skip
+
+
+def _run_phases(
+    study_dir: Path, plan: StudyPlan, sweep_args: Sequence[str], command: Sequence[str],
+    recorded: dict[str, Any] | None, evaluate: bool, protocols: dict[str, dict[str, Any]], eval_seed: int,
+    eval_device: str, log: Callable[[str], None],
+) -> int:  # fmt: skip
+    """The phases of :func:`run_study`, with the study folder held."""
+    record = {"command": list(command), "plan": plan.to_dict(), "sweep_args": list(sweep_args)}
+    record["matched_epsilon"] = (recorded or {}).get("matched_epsilon")
+    atomic_write_json(study_dir / STUDY_FILE, record)
+    sweep_dir = study_dir / SWEEP_DIR
+    if record["matched_epsilon"] is None:
+        log(f"study phase 1: fixed β {', '.join(f'{b:g}' for b in plan.betas)} × {len(plan.seeds)} seeds")
+        status = sweep_main(sweep_command(sweep_dir, plan, [], sweep_args))
+        if status != 0:
+            return status
+        record["matched_epsilon"] = matched_epsilons(sweep_dir, plan)
+        atomic_write_json(study_dir / STUDY_FILE, record)
+    matched = record["matched_epsilon"]
+    log("matched ε (seed-mean KL of each β, nats): " + ", ".join(f"β={b} → ε={e:g}" for b, e in matched.items()))
+    epsilons = sorted({*matched.values(), *plan.extra_epsilons})
+    log(f"study phase 2: constrained ε {', '.join(f'{e:g}' for e in epsilons)} × {len(plan.seeds)} seeds")
+    status = sweep_main(sweep_command(sweep_dir, plan, epsilons, sweep_args))
+    if status != 0 or not evaluate:
+        return status
+    scored = evaluate_study(sweep_dir, protocols, seed=eval_seed, device=eval_device, log=log)
+    log(f"study phase 3: {scored} run(s) scored now; every run of {sweep_dir} is scored")
+    return 0
+
+
+# --- the command line ------------------------------------------------------------------------
+
+PROG = "experiments/study.py"
+EVAL_SETTINGS = ("num_train", "num_eval", "batch_size", "num_variance_estimate", "num_bins", "predictor")
+
+
+def study_parser() -> argparse.ArgumentParser:
+    """The study's own flags; every other flag is handed to each ``experiments/sweep.py`` phase."""
+    parser = ArgumentParser(
+        prog=PROG,
+        description="The dSprites study: fixed β, constrained ε at the KL each β reaches plus extra ε, over seeds; "
+        "then every run scored. Re-running the same command continues an interrupted study. Flags not listed "
+        "here (--steps, --device, --gpus-per-run, --workers, --no-progress, ...) go to every sweep phase.",
+        allow_abbrev=False,  # a sweep flag must never be read as an abbreviation of one of these
+    )
+    parser.add_argument("--out", required=True, metavar="STUDY", help="the study folder (new, or one to continue)")
+    parser.add_argument(
+        "--betas", type=float, nargs="+", default=list(DEFAULT_BETAS), metavar="B",
+        help=f"fixed β values (default: {' '.join(f'{b:g}' for b in DEFAULT_BETAS)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--extra-epsilons", type=float, nargs="*", default=list(DEFAULT_EXTRA_EPSILONS), metavar="E",
+        help="KL budgets ε (nats per sample) trained besides the matched ones "
+        f"(default: {' '.join(f'{e:g}' for e in DEFAULT_EXTRA_EPSILONS)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), metavar="S",
+        help=f"seeds of every point (default: {' '.join(map(str, DEFAULT_SEEDS))})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--preset", default=LOCATELLO_2019, choices=[*PRESETS, "none"],
+        help=f"the run settings' published setup (default: {LOCATELLO_2019}; none: the dataset defaults)",
+    )  # fmt: skip
+    evaluation = parser.add_argument_group("evaluation (default: every metric at the published protocol)")
+    evaluation.add_argument("--no-evaluate", action="store_true", help="train only")
+    evaluation.add_argument("--eval-metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    evaluation.add_argument("--eval-seed", type=int, default=0, help="seed of every metric (default 0)")
+    evaluation.add_argument(
+        "--eval-device", default="auto", choices=DEVICES, help="the encoder's device (default: auto, CUDA if any)"
+    )
+    for name in EVAL_SETTINGS[:-1]:
+        evaluation.add_argument(
+            f"--eval-{name.replace('_', '-')}", type=int, help=f"the metrics' {name} (see experiments/evaluate.py)"
+        )
+    evaluation.add_argument(
+        "--eval-dci-predictor", dest="eval_predictor", choices=list(DCI_PREDICTORS),
+        help="DCI's classifier (default: boosting, the published one)",
+    )  # fmt: skip
+    return parser
+
+
+def study_main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the study; the exit status of :func:`run_study` (2 for bad input)."""
+    from constrained_vae.training import resolve_device
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, sweep_args = study_parser().parse_known_args(argv)
+    if args.preset != "none":
+        sweep_args = ["--preset", args.preset, *sweep_args]
+    plan = StudyPlan(tuple(b + 0.0 for b in args.betas), tuple(e + 0.0 for e in args.extra_epsilons), tuple(args.seeds))
+    overrides = {name: getattr(args, f"eval_{name}") for name in EVAL_SETTINGS}
+    try:
+        return run_study(
+            args.out, plan, sweep_args, [PROG, *argv], evaluate=not args.no_evaluate,
+            protocol_overrides={k: v for k, v in overrides.items() if v is not None},
+            metrics=args.eval_metrics.split(",") if args.eval_metrics else None, eval_seed=args.eval_seed,
+            eval_device=str(resolve_device(args.eval_device)),
+        )  # fmt: skip
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: re-run the same command to continue the study in {args.out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+__all__ = ["StudyPlan", "evaluate_study", "matched_epsilons", "read_study", "run_study", "study_main"]

@@ -1,0 +1,139 @@
+"""The study of issue 9 end to end on a tiny CPU configuration: presets, the study script (interrupted and
+continued), its refusals, and the analysis; plus the analysis' statistics on hand-made numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from ray_testing import local_ray
+
+from constrained_vae import locks, runs, study
+from constrained_vae.cli import run_parser, settings_from_args
+from constrained_vae.config import RunConfig
+from constrained_vae.errors import ConfigError
+from constrained_vae.study_analysis import analysis_main, bootstrap_interval, paired_comparison, sign_test
+
+# 2 β × 2 seeds, then their 2 matched ε × 2 seeds: 8 dSprites runs of 4 steps, scored on MIG at a tiny size.
+TINY = [
+    "--betas", "1", "4", "--extra-epsilons", "--seeds", "0", "1",
+    "--steps", "4", "--batch-size", "8", "--log-every", "2", "--checkpoint-every", "2", "--workers", "2",
+    "--no-progress", "--eval-metrics", "mig", "--eval-num-train", "40", "--eval-device", "cpu",
+    # Fixed-β runs record the dataset's dual lr (unused), constrained ones the log rule's 0.01: given, they agree.
+    "--dual-lr", "0.01",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    """A study stopped in its second phase, then continued to the end by the same command; its folder and logs."""
+    out = tmp_path_factory.mktemp("study") / "study"
+    calls = []
+
+    def interrupted_second_phase(argv):
+        calls.append(list(argv))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return sweep_main(argv)
+
+    sweep_main = study.sweep_main
+    with local_ray(num_cpus=2), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(study, "sweep_main", interrupted_second_phase)
+        stopped = study.study_main(["--out", str(out), *TINY])
+        recorded = json.loads((out / study.STUDY_FILE).read_text())
+        finished = study.study_main(["--out", str(out), *TINY])
+    return out, stopped, recorded, finished, calls
+
+
+def test_a_preset_fills_the_settings_not_given_and_is_recorded():
+    config = RunConfig(beta=4.0, preset="locatello2019", lr=1e-3).resolved()
+    assert (config.steps, config.batch_size, config.optimizer, config.model) == (300_000, 64, "adam", "conv")
+    assert config.lr == 1e-3  # given explicitly: the preset's 1e-4 is overridden
+    assert config.to_dict()["preset"] == "locatello2019"
+    assert "optimizer" not in RunConfig(beta=4.0).resolved().numerics()  # runs without a preset are unchanged
+    args = run_parser().parse_args(["--beta", "4", "--preset", "higgins2017"])
+    assert RunConfig(**settings_from_args(args)).resolved().optimizer == "adagrad"
+    with pytest.raises(ConfigError, match="--preset higgins2017 is a setup for --dataset dsprites"):
+        RunConfig(beta=4.0, dataset="digits", preset="higgins2017").resolved()
+
+
+def test_the_study_trains_fixed_then_matched_runs_and_continues_after_an_interruption(finished_study):
+    out, stopped, recorded, finished, calls = finished_study
+    assert stopped == 130 and finished == 0
+    sweep = out / study.SWEEP_DIR
+    kls = {b: [runs.read_summary(sweep / f"beta{b}-seed{s}")["kl"] for s in (0, 1)] for b in (1, 4)}
+    expected = {f"{b}": float(f"{sum(v) / 2:.3g}") for b, v in kls.items()}
+    assert recorded["matched_epsilon"] == expected  # recorded before phase 2 started
+    assert "--epsilon" not in calls[0] and "--epsilon" in calls[1]
+    assert calls[2][: calls[2].index("--out")] == calls[1][: calls[1].index("--out")]  # no phase 1 on resume
+    names = sorted(p.name for p in sweep.iterdir() if (p / runs.SUMMARY).exists())
+    assert names == sorted([f"beta{b}-seed{s}" for b in (1, 4) for s in (0, 1)]
+                           + [f"eps{e:g}-seed{s}" for e in expected.values() for s in (0, 1)])  # fmt: skip
+    config = runs.read_config(sweep / names[0])
+    assert (config.preset, config.steps, config.lr) == ("locatello2019", 4, 1e-4)
+    for name in names:
+        scores = runs.read_scores(sweep / name)
+        assert scores["step"] == 4 and scores["protocols"]["mig"]["num_train"] == 40
+
+
+def test_rerunning_a_finished_study_trains_and_scores_nothing(finished_study, capsys):
+    out = finished_study[0]
+    files = [p for p in (out / study.SWEEP_DIR).rglob("*") if p.is_file() and not locks.is_bookkeeping(p)]
+    before = {p: p.stat().st_mtime_ns for p in files}
+    assert study.study_main(["--out", str(out), *TINY]) == 0
+    assert "0 run(s) scored now" in capsys.readouterr().out
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before
+
+
+def test_another_plan_in_the_same_folder_is_refused_before_anything_runs(finished_study, tmp_path, capsys):
+    out = finished_study[0]
+    record = (out / study.STUDY_FILE).read_text()
+    assert study.study_main(["--out", str(out), *TINY, "--seeds", "0"]) == 2
+    assert "holds a study of" in capsys.readouterr().err
+    assert (out / study.STUDY_FILE).read_text() == record
+    assert study.study_main(["--out", str(tmp_path / "s"), *TINY, "--beta", "2"]) == 2
+    assert "--beta: the study sets these" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_analysis_writes_the_table_the_paired_comparison_the_map_and_the_figures(finished_study, capsys):
+    out = finished_study[0]
+    assert analysis_main([str(out), "--select-by", "mig.mig", "--reference", str(out / study.SWEEP_DIR)]) == 0
+    report = capsys.readouterr().out
+    assert "SHORTENED from locatello2019's published 300,000" in report
+    analysis = out / "analysis"
+    table = pd.read_csv(analysis / "study_table.csv")
+    assert sorted(table["mode"]) == ["constrained"] * 2 + ["fixed-beta"] * 2
+    assert {"kl_mean", "kl_std", "nll_mean", "multiplier_mean", "mig.mig_mean", "mig.mig_std"} <= set(table.columns)
+    paired = pd.read_csv(analysis / "paired.csv")
+    pooled = paired[paired["beta"].isna()].set_index("quantity")
+    assert pooled.loc["mig.mig", "n_pairs"] == 4 and pooled.loc["kl", "ci_low"] <= pooled.loc["kl", "ci_high"]
+    maps = pd.read_csv(analysis / "epsilon_beta_map.csv")
+    np.testing.assert_allclose(maps["beta_dual"], maps["ref_beta_dual"])  # the reference is the study itself
+    for name in ("scores_against_kl", "training_curves", "effective_beta", "traversals-fixed-beta",
+                 "traversals-constrained"):  # fmt: skip
+        assert (analysis / f"{name}.png").stat().st_size > 0
+
+
+def test_the_sign_test_and_the_bootstrap_interval():
+    assert sign_test(np.array([1.0, 2.0, 3.0, -1.0, 0.0])) == (3, 1, pytest.approx(0.625))
+    assert math.isnan(sign_test(np.zeros(3))[2])
+    assert bootstrap_interval(np.full(5, 2.0)) == (2.0, 2.0)
+    low, high = bootstrap_interval(np.array([0.0, 1.0, 2.0, 3.0]), num=2000)
+    assert 0.0 <= low < 1.5 < high <= 3.0
+
+
+def test_the_paired_comparison_takes_constrained_minus_fixed_per_beta_and_pooled():
+    pairs = pd.DataFrame({
+        "beta": [1.0, 1.0, 4.0, 4.0], "epsilon": [20.0, 20.0, 10.0, 10.0], "seed": [0, 1, 0, 1],
+        "fixed.mig.mig": [0.1, 0.2, 0.3, 0.4], "constrained.mig.mig": [0.2, 0.3, 0.3, 0.6],
+    })  # fmt: skip
+    table = paired_comparison(pairs, ["mig.mig"]).set_index("beta", drop=False)
+    assert table.loc[1.0, "mean_difference"] == pytest.approx(0.1)
+    assert table.loc[1.0, "epsilon"] == 20.0
+    pooled = table[table["beta"].isna()].iloc[0]
+    assert pooled["mean_difference"] == pytest.approx(0.1) and (pooled["n_positive"], pooled["n_negative"]) == (3, 0)
