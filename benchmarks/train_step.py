@@ -15,6 +15,9 @@ a measurement, not a test: on a machine shared with other jobs, compare only num
 same run, and say so.
 
     python benchmarks/train_step.py [--device cpu] [--steps 200] [--repeats 3] [--threads 1] [--compile]
+
+``--memory-format`` times only (b), with the conv model and its batches contiguous and channels-last in
+turn: the measurement behind the project's channels-last choice on CPU.
 """
 
 from __future__ import annotations
@@ -45,13 +48,20 @@ def project_loop(config: RunConfig, folder: Path, warmup: int) -> tuple[float, f
     return config.steps / wall, steady
 
 
-def minimal_loop(config: RunConfig, compile_model: bool) -> float:
-    """Steps/s of a plain loop on the run's model, data already on the device (after 10 warm-up steps)."""
+def minimal_loop(config: RunConfig, compile_model: bool, memory_format: torch.memory_format | None = None) -> float:
+    """Steps/s of a plain loop on the run's model, data already on the device (after 10 warm-up steps).
+
+    ``memory_format`` lays the model and its batches out in that format instead of the project's choice.
+    """
     trainee = Trainee.build(config.resolved())
+    if memory_format is not None:
+        trainee.model.to(memory_format=memory_format)
     if compile_model:
         trainee.compile()
     model, likelihood, config = trainee.model, trainee.likelihood, trainee.config
+    layout = memory_format or torch.preserve_format
     data = torch.stack([trainee.next_batch() for _ in range(16)])
+    data = [data[i].contiguous(memory_format=layout) if memory_format else data[i] for i in range(len(data))]
     optimizer = torch.optim.Adam(list(model.parameters()) + list(likelihood.parameters()), lr=config.lr)
     multiplier = torch.ones((), device=trainee.device)
 
@@ -79,6 +89,24 @@ def minimal_loop(config: RunConfig, compile_model: bool) -> float:
     return config.steps / (time.perf_counter() - start)
 
 
+def compare_memory_formats(config: RunConfig, repeats: int) -> None:
+    """(b) with the conv model and batches contiguous, then channels-last, alternating ``repeats`` times."""
+    formats = {"contiguous": torch.contiguous_format, "channels-last": torch.channels_last}
+    rates: dict[str, list[float]] = {name: [] for name in formats}
+    for repeat in range(repeats):
+        for name, memory_format in formats.items():
+            rates[name].append(minimal_loop(config, False, memory_format))
+            print(f"  {config.device} repeat {repeat + 1}: (b) {name} {rates[name][-1]:.2f}", flush=True)
+    contiguous, channels_last = (statistics.median(rates[name]) for name in formats)
+    print(
+        f"{config.device} {config.steps} steps × {repeats}: (b) contiguous {contiguous:.2f}, channels-last "
+        f"{channels_last:.2f}   channels-last / contiguous {channels_last / contiguous:.2f} (median), "
+        f"{min(c / n for c, n in zip(rates['channels-last'], rates['contiguous'], strict=True)):.2f}–"
+        f"{max(c / n for c, n in zip(rates['channels-last'], rates['contiguous'], strict=True)):.2f} (paired)",
+        flush=True,
+    )
+
+
 def synchronise(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -93,6 +121,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="default: the project's per device")
     parser.add_argument("--objective", action="append", choices=tuple(OBJECTIVES), help="default: both")
+    parser.add_argument(
+        "--memory-format", action="store_true", help="instead: time (b) with the conv model contiguous and "
+        "channels-last, alternating, and print their ratio (eager)"
+    )  # fmt: skip
     args = parser.parse_args()
     devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     with torch_threads(args.threads):
@@ -104,6 +136,9 @@ def main() -> None:
                     dataset="dsprites", steps=steps, device=device, compile=args.compile, threads=args.threads,
                     **OBJECTIVES[objective],
                 )  # fmt: skip
+                if args.memory_format:
+                    compare_memory_formats(config, args.repeats)
+                    continue
                 compiled = use_compile(config, torch.device(device))
                 project, steady, minimal = [], [], []
                 for repeat in range(args.repeats):

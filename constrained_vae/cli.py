@@ -30,7 +30,7 @@ from constrained_vae.config import (
     RunConfig,
     parse_spectrum,
 )
-from constrained_vae.errors import TrainingDiverged, TrainingInterrupted, UserInputError
+from constrained_vae.errors import ConfigError, TrainingDiverged, TrainingInterrupted, UserInputError
 from constrained_vae.presets import PRESET_DESCRIPTIONS
 
 EXIT_USER_ERROR = 2
@@ -39,9 +39,17 @@ EXIT_INTERRUPTED = 130
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the project's error form: one line ``error: …`` on stderr, exit status 2."""
+    """argparse with the project's error form: one line ``error: …`` on stderr, exit status 2.
+
+    With ``raise_errors`` set, a bad flag raises :class:`ConfigError` with that line's message instead (for a
+    caller that checks another command's flags before running it).
+    """
+
+    raise_errors = False
 
     def error(self, message: str) -> NoReturn:
+        if self.raise_errors:
+            raise ConfigError(f"{message} (see {self.prog} --help)")
         self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
 
 

@@ -27,7 +27,6 @@ refused before anything runs; other run settings are refused by the sweep itself
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -43,7 +42,7 @@ from constrained_vae.evaluation import evaluate_paths, find_run_dirs, json_ready
 from constrained_vae.files import atomic_write_json
 from constrained_vae.metrics import DCI_PREDICTORS, METRICS
 from constrained_vae.presets import LOCATELLO_2019, PRESETS
-from constrained_vae.sweep import Point, sweep_main
+from constrained_vae.sweep import Point, check_sweep_arguments, read_json_record, sweep_main
 
 STUDY_FILE = "study.json"
 SWEEP_DIR = "sweep"
@@ -84,17 +83,12 @@ def matched_epsilons(sweep_dir: Path, plan: StudyPlan) -> dict[str, float]:
 
 def read_study(study_dir: Path) -> dict[str, Any] | None:
     """``study.json`` of ``study_dir``, or None when there is none."""
-    path = study_dir / STUDY_FILE
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text())
+
+    def fault(record: Any) -> str:
         malformed = [key for key in StudyPlan().to_dict() if not isinstance(record["plan"][key], list)]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise SweepError(f"{path} is not a study record ({type(error).__name__}: {error})") from None
-    if malformed:
-        raise SweepError(f"{path} is not a study record (plan {', '.join(malformed)} not lists)")
-    return record
+        return f"plan {', '.join(malformed)} not lists" if malformed else ""
+
+    return read_json_record(study_dir / STUDY_FILE, "study record", fault)
 
 
 def check_study_folder(study_dir: Path, plan: StudyPlan, recorded: dict[str, Any] | None) -> None:
@@ -180,6 +174,8 @@ def run_study(
     """
     study_dir = Path(study_dir)
     check_sweep_args(sweep_args)
+    for epsilons in ([], plan.extra_epsilons or [1.0]):  # each phase's flags, as its sweep will parse them
+        check_sweep_arguments(sweep_command(study_dir / SWEEP_DIR, plan, epsilons, sweep_args))
     protocols = protocols_with(protocol_overrides, metrics)  # a bad protocol is refused before training
     check_study_folder(study_dir, plan, read_study(study_dir))  # before the folder is touched
     with locks.hold(study_dir):  # one study per folder; checked again under the lock

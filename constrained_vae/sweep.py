@@ -182,6 +182,7 @@ class Outcome:
     status: Status
     reason: str = ""  # one line, for failed points
     node: str = ""  # the Ray node it trained on (the start of its id), for points trained in this run
+    gpus: str = ""  # the ids of the GPUs Ray gave it on that node ("0", "0,1"), for points given a share of one
 
 
 @dataclass
@@ -258,20 +259,33 @@ def sweep_record(command: Sequence[str], grid: Grid, settings: dict[str, Any]) -
     }
 
 
-def read_record(sweep_dir: Path) -> dict[str, Any] | None:
-    """``sweep.json`` of ``sweep_dir``, or None when there is none."""
-    path = sweep_dir / SWEEP_FILE
+def read_json_record(path: Path, what: str, fault: Callable[[Any], str]) -> dict[str, Any] | None:
+    """The record in the JSON file ``path``, or None when there is none.
+
+    ``fault(record)`` says what is wrong with it ("" when nothing is; it may raise KeyError or TypeError
+    for a missing or mistyped part); a bad record raises :class:`SweepError` ``PATH is not a WHAT (…)``.
+    """
     if not path.exists():
         return None
     try:
         record = json.loads(path.read_text())
+        problem = fault(record)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise SweepError(f"{path} is not a {what} ({type(error).__name__}: {error})") from None
+    if problem:
+        raise SweepError(f"{path} is not a {what} ({problem})")
+    return record
+
+
+def read_record(sweep_dir: Path) -> dict[str, Any] | None:
+    """``sweep.json`` of ``sweep_dir``, or None when there is none."""
+
+    def fault(record: Any) -> str:
         Grid.from_dict(record["grid"])
         missing = {"command", "run_settings", "points"} - set(record)
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise SweepError(f"{path} is not a sweep record ({type(error).__name__}: {error})") from None
-    if missing:
-        raise SweepError(f"{path} is not a sweep record (it lacks {', '.join(sorted(missing))})")
-    return record
+        return f"it lacks {', '.join(sorted(missing))}" if missing else ""
+
+    return read_json_record(sweep_dir / SWEEP_FILE, "sweep record", fault)
 
 
 def check_new_sweep_folder(sweep_dir: Path) -> None:
@@ -535,7 +549,8 @@ def train_point(task: Task, threads: int, cwd: str) -> Outcome:
     working folder ``cwd`` where the node has it. A node that does not see the sweep
     folder fails the point rather than write a run folder of its own.
     """
-    if not ray.get_gpu_ids():
+    gpus = ",".join(str(gpu) for gpu in ray.get_gpu_ids())
+    if not gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a point given no GPU trains on the CPU (with --device auto)
     torch.set_num_threads(threads)
     if os.path.isdir(cwd):
@@ -544,8 +559,8 @@ def train_point(task: Task, threads: int, cwd: str) -> Outcome:
     record = task.run_dir.parent / SWEEP_FILE
     if not record.is_file():
         reason = f"SweepError: node {node} does not see {record}; --out must be on a file system every node shares"
-        return Outcome(task.name, "failed", reason, node)
-    return dataclasses.replace(run_point(task), node=node)
+        return Outcome(task.name, "failed", reason, node, gpus)
+    return dataclasses.replace(run_point(task), node=node, gpus=gpus)
 
 
 def run_point(task: Task) -> Outcome:
@@ -644,13 +659,10 @@ class Progress:
         while now - self.history[0][0] > RATE_WINDOW_S:
             self.history.popleft()
         (then, before), (_, trained) = self.history[0], self.history[-1]
+        rate = f"{(trained - before) / (now - then):.3g}" if now > then else "—"
         counts = progress_counts(self.outcomes)
         postfix = {"done": counts["done"], "running": len(self.running), "failed": counts["failed"]}
-        postfix |= {
-            "skipped": counts["skipped"],
-            "steps/s": f"{(trained - before) / (now - then):.3g}" if now > then else "—",
-        }
-        self.bar.set_postfix(postfix, refresh=not advance)
+        self.bar.set_postfix(postfix | {"skipped": counts["skipped"], "steps/s": rate}, refresh=not advance)
         if advance:
             self.bar.update(advance)
 
@@ -707,11 +719,13 @@ def write_failures(sweep_dir: Path, failures: dict[str, str]) -> None:
 def format_report(sweep_dir: Path, outcomes: Sequence[Outcome]) -> str:
     """A table of the points (status, tail KL, NLL, λ or β), then the failures and their reasons.
 
-    When this run's points trained on more than one Ray node, a last column names each one's node.
+    When this run's points trained on more than one Ray node, a column names each one's node; when
+    they were given GPUs, a last column names the GPUs each one had on its node.
     """
     by_node = len({outcome.node for outcome in outcomes if outcome.node}) > 1
-    header = ("point", "status", "KL", "NLL", "λ / β", *(("node",) if by_node else ()))
-    rows = [header, *(_table_row(sweep_dir, outcome, by_node) for outcome in outcomes)]
+    by_gpu = any(outcome.gpus for outcome in outcomes)
+    header = ("point", "status", "KL", "NLL", "λ / β", *(("node",) if by_node else ()), *(("gpu",) if by_gpu else ()))
+    rows = [header, *(_table_row(sweep_dir, outcome, by_node, by_gpu) for outcome in outcomes)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     failed = [outcome for outcome in outcomes if outcome.status == "failed"]
@@ -723,7 +737,7 @@ def format_report(sweep_dir: Path, outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def _table_row(sweep_dir: Path, outcome: Outcome, by_node: bool) -> tuple[str, ...]:
+def _table_row(sweep_dir: Path, outcome: Outcome, by_node: bool, by_gpu: bool) -> tuple[str, ...]:
     figures = ("—", "—", "—")
     if outcome.status != "failed":
         try:
@@ -731,7 +745,8 @@ def _table_row(sweep_dir: Path, outcome: Outcome, by_node: bool) -> tuple[str, .
             figures = (f"{summary['kl']:.3f}", f"{summary['nll']:.3f}", f"{summary['multiplier']:.4g}")
         except (ValueError, KeyError, TypeError):
             pass
-    return (outcome.name, outcome.status, *figures, *((outcome.node or "—",) if by_node else ()))
+    place = ((outcome.node or "—",) if by_node else ()) + ((outcome.gpus or "—",) if by_gpu else ())
+    return (outcome.name, outcome.status, *figures, *place)
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -787,6 +802,18 @@ def run_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in settings_from_args(args).items() if key not in GRID_FIELDS}
 
 
+def check_sweep_arguments(argv: Sequence[str]) -> None:
+    """What :func:`sweep_main` refuses before touching any folder, checked without running it: the flags,
+    every point's settings and the resources. For a caller that runs the sweep later (``experiments/study.py``);
+    raises :class:`UserInputError` for bad input."""
+    parser = sweep_parser()
+    parser.raise_errors = True
+    args = parser.parse_args(argv)
+    settings = run_settings_from_args(args)
+    resources_from_args(args, settings)
+    check_resources(next(iter(point_configs(grid_from_args(args), settings).values())))
+
+
 def sweep_main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, check everything, train the grid, print the table.
 
@@ -822,6 +849,7 @@ __all__ = [
     "Resources",
     "SweepPlan",
     "Task",
+    "check_sweep_arguments",
     "plan_sweep",
     "run_point",
     "run_sweep",

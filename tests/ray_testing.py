@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import ray
+import torch
 
 from constrained_vae import locks, runs
 
@@ -32,11 +33,15 @@ def ray_temp_dir() -> Iterator[Path]:
 
 
 @contextmanager
-def local_ray(num_cpus: int) -> Iterator[str]:
-    """Ray in this process with ``num_cpus`` CPUs (sweeps run here use it); yields its address, for scripts to join."""
+def local_ray(num_cpus: int, num_gpus: int = 0) -> Iterator[str]:
+    """Ray in this process with ``num_cpus`` CPUs (sweeps run here use it); yields its address, for scripts to join.
+
+    ``num_gpus`` GPUs are declared to Ray, which does not check them: it hands out their ids and shares, and a point
+    given one still trains on the CPU where torch sees no CUDA device.
+    """
     with ray_temp_dir() as temp:
         ray.init(
-            address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=str(temp),
+            address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _temp_dir=str(temp),
             logging_level=logging.WARNING,
         )  # fmt: skip
         try:
@@ -99,3 +104,19 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.01)
+
+
+def numbers(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of ``RUN/metrics.csv`` without their wall-clock ``seconds``."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_metrics(run_dir)]
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    """The two runs logged the same numbers and ended at the same step with identical weights and λ."""
+    assert numbers(run_dir) == numbers(reference)
+    state = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)
+    expected = torch.load(reference / runs.CHECKPOINT, weights_only=True)
+    assert state["step"] == expected["step"]
+    for part in ("model", "likelihood"):
+        assert all(torch.equal(state[part][k], expected[part][k]) for k in expected[part]), part
+    assert state["multiplier"] == expected["multiplier"]

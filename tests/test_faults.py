@@ -3,7 +3,9 @@
 Each ends as the uninterrupted run ends (bit for bit on CPU), with no temporary file
 left behind. A kill takes the script and every process it started: a sweep's Ray
 (its own processes, and the workers training the points) goes with it, as in a crash
-of the machine. Slow (a few minutes on 2 cores): ``python -m pytest -m slow``; CI runs it.
+of the machine. Slow (a few minutes on 2 cores): ``python -m pytest -m slow``; CI runs it. The
+sweep is killed 6 times there (a Ray start per kill makes each ~10 s); ``python -m pytest -m soak``
+kills it 20 times, as the run is (about 4 minutes more).
 """
 
 import random
@@ -12,14 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from ray_testing import kill_9, last_step, ray_temp_dir, script
+from ray_testing import assert_same_run, kill_9, last_step, ray_temp_dir, script
 
 from constrained_vae import runs
 
-pytestmark = pytest.mark.slow
-
 KILLS = 20
+SWEEP_KILLS = {"slow": 6, "soak": KILLS}  # kills of the sweep under `-m slow` (CI) and `-m soak`
 RUN = ["--epsilon", "1", "--dataset", "linear-gaussian", "--spectrum", "4,2,1", "--num-samples", "256",
        "--batch-size", "32", "--steps", "3000", "--log-every", "10", "--checkpoint-every", "50",
        "--no-progress"]  # fmt: skip
@@ -47,48 +47,35 @@ def sweep_reference(tmp_path_factory):
     return folder / "reference"
 
 
-def kill_at_a_random_moment(process: subprocess.Popen, rng: random.Random, progress, steps: int) -> None:
-    """Kill while starting up (a quarter of the time), or once training is up to 1/KILLS of ``steps`` further on.
+def kill_at_a_random_moment(process: subprocess.Popen, rng: random.Random, progress, steps: int, kills: int) -> None:
+    """Kill while starting up (a quarter of the time), or once training is up to 1/``kills`` of ``steps`` further on.
 
-    Advancing by at most ``steps / KILLS`` per kill spreads the kills over the run instead of finishing it early.
+    Advancing by at most ``steps / kills`` per kill spreads the kills over the run instead of finishing it early.
     """
     if rng.random() < 0.25:
         deadline = time.monotonic() + rng.uniform(0.0, 3.0)
         while time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.01)
     else:
-        target = min(steps, progress() + rng.randint(1, steps // KILLS))
+        target = min(steps, progress() + rng.randint(1, steps // kills))
         while progress() < target and process.poll() is None:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.05))
     kill_9(process)
 
 
-def numbers(run_dir: Path) -> list[dict[str, float]]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_metrics(run_dir)]
-
-
-def assert_same_run(run_dir: Path, reference: Path) -> None:
-    assert numbers(run_dir) == numbers(reference)
-    state = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)
-    expected = torch.load(reference / runs.CHECKPOINT, weights_only=True)
-    assert state["step"] == expected["step"]
-    for part in ("model", "likelihood"):
-        assert all(torch.equal(state[part][k], expected[part][k]) for k in expected[part]), part
-    assert state["multiplier"] == expected["multiplier"]
-
-
 def temporaries(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_run_killed_20_times_ends_as_the_uninterrupted_run(tmp_path, start):
     reference = start("run.py", *RUN, "--out", "reference")
     assert reference.wait() == 0, reference.communicate()
     rng, run = random.Random(12), tmp_path / "run"
     for _ in range(KILLS):
         args = ["--resume", "run", "--no-progress"] if runs.is_started(run) else [*RUN, "--out", "run"]
-        kill_at_a_random_moment(start("run.py", *args), rng, lambda: last_step(run), 3000)
+        kill_at_a_random_moment(start("run.py", *args), rng, lambda: last_step(run), 3000, KILLS)
     finished = start("run.py", "--resume", "run", "--no-progress")
     _, err = finished.communicate()
     assert finished.returncode == 0, err
@@ -96,14 +83,16 @@ def test_a_run_killed_20_times_ends_as_the_uninterrupted_run(tmp_path, start):
     assert temporaries(tmp_path) == []
 
 
-def test_a_sweep_killed_20_times_ends_as_the_uninterrupted_sweep(tmp_path, start, sweep_reference):
+@pytest.mark.parametrize("kills", [pytest.param(count, marks=getattr(pytest.mark, mark), id=f"{count}-kills")
+                                   for mark, count in SWEEP_KILLS.items()])  # fmt: skip
+def test_a_sweep_killed_at_random_moments_ends_as_the_uninterrupted_sweep(tmp_path, start, sweep_reference, kills):
     rng, sweep = random.Random(7), tmp_path / "sweep"
 
     def progress() -> int:
         return sum(last_step(sweep / name) for name in POINTS)
 
-    for _ in range(KILLS):
-        kill_at_a_random_moment(start("sweep.py", *SWEEP, "--out", "sweep"), rng, progress, 6 * 1500)
+    for _ in range(kills):
+        kill_at_a_random_moment(start("sweep.py", *SWEEP, "--out", "sweep"), rng, progress, 6 * 1500, kills)
     finished = start("sweep.py", *SWEEP, "--out", "sweep")
     out, err = finished.communicate()
     assert finished.returncode == 0, out + err
@@ -113,6 +102,7 @@ def test_a_sweep_killed_20_times_ends_as_the_uninterrupted_sweep(tmp_path, start
     assert temporaries(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_two_sweeps_into_one_folder_at_once_one_is_refused_the_other_completes(tmp_path, start, sweep_reference):
     """The issue's reproduction: kill a sweep part-way, then start the same command twice at once."""
     sweep = tmp_path / "sweep"

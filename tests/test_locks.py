@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+from ray_testing import local_ray
 
 from constrained_vae import locks
 from constrained_vae.cli import run_main
@@ -113,14 +114,15 @@ def test_a_sweep_point_held_by_another_process_fails_alone(tmp_path, monkeypatch
     """`run.py --resume` on a point while its sweep runs: the sweep records that point as failed, not merged."""
     monkeypatch.chdir(tmp_path)
     command = ["--out", "sweep", "--epsilon", "1", "2", *FAST, "--workers", "1"]
-    assert sweep_main(command) == 0
-    for name in ("eps1-seed0", "eps2-seed0"):
-        (tmp_path / "sweep" / name / "summary.json").unlink()  # both points need resuming
-    before = files_of(tmp_path / "sweep" / "eps1-seed0")
-    capsys.readouterr()
-    with locks.hold(tmp_path / "sweep" / "eps1-seed0"):
-        assert sweep_main(command) == 1
-        assert files_of(tmp_path / "sweep" / "eps1-seed0") == before
+    with local_ray(num_cpus=os.cpu_count() or 1):  # both sweeps use this Ray instead of starting one each
+        assert sweep_main(command) == 0
+        for name in ("eps1-seed0", "eps2-seed0"):
+            (tmp_path / "sweep" / name / "summary.json").unlink()  # both points need resuming
+        before = files_of(tmp_path / "sweep" / "eps1-seed0")
+        capsys.readouterr()
+        with locks.hold(tmp_path / "sweep" / "eps1-seed0"):
+            assert sweep_main(command) == 1
+            assert files_of(tmp_path / "sweep" / "eps1-seed0") == before
     out = capsys.readouterr().out
     assert f"failed: eps1-seed0: FolderInUse: sweep/eps1-seed0 is in use by process {os.getpid()}" in out
     assert (tmp_path / "sweep" / "eps2-seed0" / "summary.json").exists()

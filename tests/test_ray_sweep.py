@@ -13,10 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
-from ray_testing import last_step, local_ray, lock_pid, ray_temp_dir, wait_for
+from ray_testing import assert_same_run, last_step, local_ray, lock_pid, ray_temp_dir, wait_for
 
-from constrained_vae import runs
 from constrained_vae.sweep import sweep_main
 
 pytestmark = pytest.mark.slow
@@ -47,20 +45,6 @@ def reference(tmp_path_factory):
 def statuses(stdout: str) -> dict[str, str]:
     rows = [line.split() for line in stdout.splitlines()]
     return {row[0]: row[1] for row in rows if row and row[0].startswith(("eps", "beta"))}
-
-
-def numbers(run_dir: Path) -> list[dict[str, float]]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_metrics(run_dir)]
-
-
-def assert_same_run(run_dir: Path, reference: Path) -> None:
-    assert numbers(run_dir) == numbers(reference)
-    state = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)
-    expected = torch.load(reference / runs.CHECKPOINT, weights_only=True)
-    assert state["step"] == expected["step"] == 1500
-    for part in ("model", "likelihood"):
-        assert all(torch.equal(state[part][k], expected[part][k]) for k in expected[part]), part
-    assert state["multiplier"] == expected["multiplier"]
 
 
 def sweep_killing_a_worker(out: Path, *args: str) -> tuple[int, int]:

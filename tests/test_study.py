@@ -100,6 +100,22 @@ def test_another_plan_in_the_same_folder_is_refused_before_anything_runs(finishe
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus (see experiments/sweep.py --help)"),
+        (["--steps", "0"], "steps must be a positive integer"),
+        (["--gpus-per-run", "-1"], "--gpus-per-run must be a non-negative number"),
+        (["--kappa", "30"], "--kappa"),  # a GECO setting, refused for the study's runs before phase 1
+    ],
+)
+def test_a_bad_flag_for_the_sweeps_is_refused_before_the_study_folder_is_written(tmp_path, capsys, args, message):
+    assert study.study_main(["--out", str(tmp_path / "s"), *TINY, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert not (tmp_path / "s").exists()
+
+
 def test_the_analysis_writes_the_table_the_paired_comparison_the_map_and_the_figures(finished_study, capsys):
     out = finished_study[0]
     assert analysis_main([str(out), "--select-by", "mig.mig", "--reference", str(out / study.SWEEP_DIR)]) == 0

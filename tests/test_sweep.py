@@ -20,7 +20,7 @@ from ray_testing import last_step, local_ray, ray_temp_dir, script, wait_for
 
 from constrained_vae import locks, runs
 from constrained_vae import sweep as sweep_module
-from constrained_vae.sweep import Grid, Point, Task, sweep_main, sweep_parser, train_point
+from constrained_vae.sweep import Grid, Point, Resources, Task, sweep_main, sweep_parser, train_point
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--dataset", "linear-gaussian", "--spectrum", "4,2,1", "--num-samples", "256", "--steps", "20",
@@ -56,8 +56,8 @@ def statuses(stdout):
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    """A Ray in this process, one CPU per core; its address."""
-    with local_ray(num_cpus=os.cpu_count() or 1) as address:
+    """A Ray in this process, one CPU per core and one GPU declared to it (see ``local_ray``); its address."""
+    with local_ray(num_cpus=os.cpu_count() or 1, num_gpus=1) as address:
         yield address
 
 
@@ -116,7 +116,11 @@ def test_rerunning_skips_every_point_and_rewrites_nothing(sweep_copy, monkeypatc
 
 
 def test_ctrl_c_stops_every_point_at_its_step_and_the_next_run_resumes_them_exactly(tmp_path, capsys):
-    """A real SIGINT to the script's process group (a terminal's Ctrl-C), the script starting its own Ray."""
+    """A real SIGINT to the script's process group (a terminal's Ctrl-C), the script starting its own Ray.
+
+    It comes once both points have trained 50 steps: the later one is then mid-run (the
+    earlier one may have finished, on a fast machine).
+    """
     grid, names = ["--epsilon", "1", "2", "--steps", "1000", "--checkpoint-every", "400"], ["eps1-seed0", "eps2-seed0"]
     assert sweep_in_process(tmp_path / "straight", *grid, workers=2) == 0
     stopped = tmp_path / "stopped"
@@ -128,7 +132,9 @@ def test_ctrl_c_stops_every_point_at_its_step_and_the_next_run_resumes_them_exac
         _, err = running.communicate(timeout=120)
     assert running.returncode == 130, err
     assert "interrupted: re-run the same command to finish the sweep in stopped" in err
-    for name in names:
+    finished = {name: (stopped / name / runs.SUMMARY).exists() for name in names}
+    assert not all(finished.values())
+    for name in (name for name in names if not finished[name]):
         step = torch.load(stopped / name / runs.CHECKPOINT, weights_only=True)["step"]
         assert 50 <= step < 1000 and step % 400 != 0  # written at the step it was stopped, not a scheduled one
         assert last_step(stopped / name) <= step
@@ -136,7 +142,7 @@ def test_ctrl_c_stops_every_point_at_its_step_and_the_next_run_resumes_them_exac
 
     capsys.readouterr()
     assert sweep_in_process(stopped, *grid, workers=2) == 0
-    assert statuses(capsys.readouterr().out) == dict.fromkeys(names, "resumed")
+    assert statuses(capsys.readouterr().out) == {name: "skipped" if finished[name] else "resumed" for name in names}
     for name in names:
         assert numbers(stopped / name) == numbers(tmp_path / "straight" / name)
         resumed, uninterrupted = (
@@ -194,6 +200,22 @@ def test_a_node_that_does_not_see_the_sweep_folder_fails_its_point_and_writes_no
         "--out must be on a file system every node shares"
     )
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_points_share_a_gpu_in_the_fractions_asked_and_the_report_names_it(tmp_path, capsys):
+    """``--gpus-per-run 0.5``: Ray gives each point half of GPU 0, and the report has a ``gpu`` column.
+
+    The module's Ray has one declared GPU; with no CUDA device torch trains the points on the CPU (``--device auto``).
+    """
+    assert Resources(cpus=1, gpus=0.125).points_on({"CPU": 16, "GPU": 1}) == 8  # the issue's 8 points per GPU
+    assert Resources(cpus=2, gpus=0.125).points_on({"CPU": 8, "GPU": 1}) == 4  # CPUs bind first
+    assert Resources(cpus=1, gpus=0.5).points_on({"CPU": 16}) == 0  # a node without GPUs takes none
+    args = ["--epsilon", "1", "2", *FAST, "--cpus-per-run", "1", "--gpus-per-run", "0.5", "--no-progress"]
+    assert sweep_main(["--out", str(tmp_path / "sweep"), *args]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0][-1] == "gpu"
+    expected = {"eps1-seed0": ("done", "0"), "eps2-seed0": ("done", "0")}
+    assert {row[0]: (row[1], row[-1]) for row in rows[1:3]} == expected
 
 
 @pytest.mark.parametrize(
