@@ -59,9 +59,8 @@ def minimal_loop(config: RunConfig, compile_model: bool, memory_format: torch.me
     if compile_model:
         trainee.compile()
     model, likelihood, config = trainee.model, trainee.likelihood, trainee.config
-    layout = memory_format or torch.preserve_format
-    data = torch.stack([trainee.next_batch() for _ in range(16)])
-    data = [data[i].contiguous(memory_format=layout) if memory_format else data[i] for i in range(len(data))]
+    data = [trainee.next_batch() for _ in range(16)]
+    data = [batch.contiguous(memory_format=memory_format) for batch in data] if memory_format else data
     optimizer = torch.optim.Adam(list(model.parameters()) + list(likelihood.parameters()), lr=config.lr)
     multiplier = torch.ones((), device=trainee.device)
 

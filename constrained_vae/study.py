@@ -21,7 +21,9 @@ and the evaluation's (:func:`~constrained_vae.evaluation.evaluate_paths`):
 the sweep skips finished points and resumes interrupted ones from their checkpoints, the
 matched ε are read from ``study.json`` once recorded (never recomputed), and evaluated
 runs are skipped. A command with other β, extra ε or seeds than the recorded study is
-refused before anything runs; other run settings are refused by the sweep itself.
+refused before anything runs, as is a flag for the sweeps that their own checks refuse
+(:func:`~constrained_vae.sweep.check_sweep_arguments`); run settings other than the
+recorded sweep's are refused by the sweep itself.
 """
 
 from __future__ import annotations
