@@ -24,8 +24,12 @@ A command with the same run settings (compared once dataset defaults are filled 
 so ``--steps 4000`` equals the linear-gaussian default) whose ``--epsilon``,
 ``--beta`` and ``--seeds`` each include every recorded value extends the sweep:
 ``sweep.json`` is rewritten with the new command and grid, and only the new points
-train. Anything else (other settings, or a recorded value left out) is refused, so
-the command in ``sweep.json`` always reproduces every point in the folder.
+train. The settings a resumed run may change but its step count (``--device``,
+``--threads``, ``--compile``, ``--log-every``, ``--checkpoint-every``) may change too, as
+with ``run.py --resume``: the points still to train take the new values, and
+``sweep.json`` records the new command. Anything else (other settings, or a recorded
+value left out) is refused, so the command in ``sweep.json`` reproduces every point in
+the folder (up to rounding where those settings changed).
 
 **Where points train: Ray.** Each point is a Ray task that calls the same
 :func:`~constrained_vae.training.train` as ``run.py``. Without an address the sweep
@@ -74,13 +78,15 @@ from constrained_vae.cli import (
     dataset_default,
     settings_from_args,
 )
-from constrained_vae.config import Mode, RunConfig, point_settings
+from constrained_vae.config import RESUMABLE_OVERRIDES, Mode, RunConfig, point_settings
 from constrained_vae.errors import ConfigError, DataError, SweepError, UserInputError
 from constrained_vae.files import TEMPORARY_SUFFIX, atomic_write_json
 from constrained_vae.training import resume_config, train
 
 PROG = "experiments/sweep.py"
 SWEEP_FILE = "sweep.json"
+# Run settings a re-run of the sweep may change: those of a resumed run but its steps (they define the points).
+RESUMABLE_SWEEP_SETTINGS = tuple(key for key in RESUMABLE_OVERRIDES if key != "steps")
 FAILURES_FILE = "failures.json"
 GRID_FIELDS = ("epsilon", "beta", "seed")  # the RunConfig fields a point sets; the others are run settings
 EXIT_FAILED = 1
@@ -191,7 +197,7 @@ class SweepPlan:
 
     sweep_dir: Path
     record: dict[str, Any]
-    write_record: bool  # False when sweep.json already records this grid
+    write_record: bool  # False when sweep.json already records this command (its grid and run settings)
     added_points: int  # points new to an existing sweep (0 for a new one)
     names: list[str]
     tasks: list[Task] = field(default_factory=list)
@@ -214,11 +220,11 @@ def plan_sweep(sweep_dir: str | Path, grid: Grid, settings: dict[str, Any], comm
     recorded = read_record(sweep_dir)
     if recorded is None:
         check_new_sweep_folder(sweep_dir)
-        added = 0
+        added, changed = 0, False
     else:
-        check_extends(sweep_dir, recorded, grid, settings)
+        changed = check_extends(sweep_dir, recorded, grid, settings)
         added = len(grid.points()) - len(recorded["points"])
-    plan = SweepPlan(sweep_dir, record, recorded is None or added > 0, added, [p.name for p in configs])
+    plan = SweepPlan(sweep_dir, record, recorded is None or added > 0 or changed, added, [p.name for p in configs])
     for point, config in configs.items():
         task = task_for(sweep_dir / point.name, config)
         if task is None:
@@ -299,12 +305,16 @@ def check_new_sweep_folder(sweep_dir: Path) -> None:
         raise SweepError(f"--out {sweep_dir} is not empty and holds no {SWEEP_FILE}; choose a new folder")
 
 
-def check_extends(sweep_dir: Path, recorded: dict[str, Any], grid: Grid, settings: dict[str, Any]) -> None:
-    """Refuse a command that is not the recorded sweep or an extension of it (see the module docstring)."""
+def check_extends(sweep_dir: Path, recorded: dict[str, Any], grid: Grid, settings: dict[str, Any]) -> bool:
+    """Refuse a command that is not the recorded sweep or an extension of it (see the module docstring).
+
+    True when it changes settings a re-run may change (:data:`RESUMABLE_SWEEP_SETTINGS`).
+    """
     old, new = resolved_settings(recorded["run_settings"]), resolved_settings(settings)
     differing = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
-    if differing:
-        flags = ", ".join("--" + key.replace("_", "-") for key in differing)
+    refused = [key for key in differing if key not in RESUMABLE_SWEEP_SETTINGS]
+    if refused:
+        flags = ", ".join("--" + key.replace("_", "-") for key in refused)
         raise SweepError(
             f"{sweep_dir} holds a sweep with other run settings (differs in {flags}); "
             f"its command is in {sweep_dir / SWEEP_FILE}: re-run that, or choose another --out"
@@ -316,6 +326,7 @@ def check_extends(sweep_dir: Path, recorded: dict[str, Any], grid: Grid, setting
             f"{sweep_dir} holds a sweep with values this command leaves out ({left_out}); "
             "a re-run must give every recorded value (it may add more)"
         )
+    return bool(differing)
 
 
 def resolved_settings(settings: dict[str, Any]) -> dict[str, Any]:

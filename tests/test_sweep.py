@@ -267,6 +267,22 @@ def test_a_sweep_with_other_run_settings_is_refused(sweep_copy, capsys):
     assert files_of(sweep_copy) == before
 
 
+def test_a_rerun_may_change_the_settings_a_resumed_run_may_change(sweep_copy, capsys):
+    """As with ``run.py --resume``: the point still to train takes them, and sweep.json records the new command."""
+    (sweep_copy / "eps1-seed0" / runs.SUMMARY).unlink()  # a point to resume
+    assert sweep_in_process(sweep_copy, *GRID, "--checkpoint-every", "10", "--lr", "0.001") == 2
+    assert "other run settings (differs in --lr)" in capsys.readouterr().err  # --lr alone is named
+    assert sweep_in_process(sweep_copy, *GRID, "--checkpoint-every", "10", "--log-every", "10") == 0
+    assert statuses(capsys.readouterr().out) == dict.fromkeys(NAMES, "skipped") | {"eps1-seed0": "resumed"}
+    record = json.loads((sweep_copy / "sweep.json").read_text())
+    assert record["run_settings"]["checkpoint_every"] == 10 and record["run_settings"]["log_every"] == 10
+    assert record["command"] == [
+        "experiments/sweep.py", "--out", str(sweep_copy), *FAST, *GRID, "--checkpoint-every", "10", "--log-every",
+        "10", "--workers", "1", "--no-progress",
+    ]  # fmt: skip
+    assert json.loads((sweep_copy / "eps1-seed0" / runs.CONFIG).read_text())["log_every"] == 10
+
+
 def test_a_grid_that_only_adds_points_extends_the_sweep(sweep_copy, capsys):
     # --lr 0.005 is the linear-gaussian default: the same run settings, spelled out.
     grid = ["--epsilon", "1", "2", "--beta", "1", "--seeds", "0", "1", "2", "--lr", "0.005"]
