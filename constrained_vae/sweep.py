@@ -200,6 +200,7 @@ class SweepPlan:
     write_record: bool  # False when sweep.json already records this command (its grid and run settings)
     added_points: int  # points new to an existing sweep (0 for a new one)
     names: list[str]
+    changed_settings: list[str] = field(default_factory=list)  # resumable settings this command changes
     tasks: list[Task] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -220,11 +221,12 @@ def plan_sweep(sweep_dir: str | Path, grid: Grid, settings: dict[str, Any], comm
     recorded = read_record(sweep_dir)
     if recorded is None:
         check_new_sweep_folder(sweep_dir)
-        added, changed = 0, False
+        added, changed = 0, []
     else:
         changed = check_extends(sweep_dir, recorded, grid, settings)
         added = len(grid.points()) - len(recorded["points"])
-    plan = SweepPlan(sweep_dir, record, recorded is None or added > 0 or changed, added, [p.name for p in configs])
+    names = [p.name for p in configs]
+    plan = SweepPlan(sweep_dir, record, recorded is None or added > 0 or bool(changed), added, names, changed)
     for point, config in configs.items():
         task = task_for(sweep_dir / point.name, config)
         if task is None:
@@ -305,10 +307,10 @@ def check_new_sweep_folder(sweep_dir: Path) -> None:
         raise SweepError(f"--out {sweep_dir} is not empty and holds no {SWEEP_FILE}; choose a new folder")
 
 
-def check_extends(sweep_dir: Path, recorded: dict[str, Any], grid: Grid, settings: dict[str, Any]) -> bool:
+def check_extends(sweep_dir: Path, recorded: dict[str, Any], grid: Grid, settings: dict[str, Any]) -> list[str]:
     """Refuse a command that is not the recorded sweep or an extension of it (see the module docstring).
 
-    True when it changes settings a re-run may change (:data:`RESUMABLE_SWEEP_SETTINGS`).
+    The settings it changes that a re-run may change (:data:`RESUMABLE_SWEEP_SETTINGS`), as flags.
     """
     old, new = resolved_settings(recorded["run_settings"]), resolved_settings(settings)
     differing = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
@@ -326,7 +328,7 @@ def check_extends(sweep_dir: Path, recorded: dict[str, Any], grid: Grid, setting
             f"{sweep_dir} holds a sweep with values this command leaves out ({left_out}); "
             "a re-run must give every recorded value (it may add more)"
         )
-    return bool(differing)
+    return ["--" + key.replace("_", "-") for key in differing]
 
 
 def resolved_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -842,6 +844,8 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
             plan = plan_sweep(args.out, grid, settings, command)
             if plan.added_points:
                 print(f"extending the sweep in {plan.sweep_dir} by {plan.added_points} points (same run settings)")
+            if plan.changed_settings:
+                print(f"the points of {plan.sweep_dir} still to train take the new {', '.join(plan.changed_settings)}")
             outcomes = run_sweep(plan, resources, progress=not args.no_progress)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)

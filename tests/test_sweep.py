@@ -273,7 +273,9 @@ def test_a_rerun_may_change_the_settings_a_resumed_run_may_change(sweep_copy, ca
     assert sweep_in_process(sweep_copy, *GRID, "--checkpoint-every", "10", "--lr", "0.001") == 2
     assert "other run settings (differs in --lr)" in capsys.readouterr().err  # --lr alone is named
     assert sweep_in_process(sweep_copy, *GRID, "--checkpoint-every", "10", "--log-every", "10") == 0
-    assert statuses(capsys.readouterr().out) == dict.fromkeys(NAMES, "skipped") | {"eps1-seed0": "resumed"}
+    out = capsys.readouterr().out
+    assert f"the points of {sweep_copy} still to train take the new --checkpoint-every, --log-every" in out
+    assert statuses(out) == dict.fromkeys(NAMES, "skipped") | {"eps1-seed0": "resumed"}
     record = json.loads((sweep_copy / "sweep.json").read_text())
     assert record["run_settings"]["checkpoint_every"] == 10 and record["run_settings"]["log_every"] == 10
     assert record["command"] == [
