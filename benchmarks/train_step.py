@@ -97,11 +97,11 @@ def compare_memory_formats(config: RunConfig, repeats: int) -> None:
             rates[name].append(minimal_loop(config, False, memory_format))
             print(f"  {config.device} repeat {repeat + 1}: (b) {name} {rates[name][-1]:.2f}", flush=True)
     contiguous, channels_last = (statistics.median(rates[name]) for name in formats)
+    paired = [cl / c for cl, c in zip(rates["channels-last"], rates["contiguous"], strict=True)]
     print(
         f"{config.device} {config.steps} steps × {repeats}: (b) contiguous {contiguous:.2f}, channels-last "
         f"{channels_last:.2f}   channels-last / contiguous {channels_last / contiguous:.2f} (median), "
-        f"{min(c / n for c, n in zip(rates['channels-last'], rates['contiguous'], strict=True)):.2f}–"
-        f"{max(c / n for c, n in zip(rates['channels-last'], rates['contiguous'], strict=True)):.2f} (paired)",
+        f"{min(paired):.2f}–{max(paired):.2f} (paired)",
         flush=True,
     )
 
