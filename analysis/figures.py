@@ -1,35 +1,8 @@
-"""The β-VAE paper's figures of a trained run, as PNG files in RUN/figures/.
+"""The β-VAE paper's figures of a trained run, as PNG files in RUN/figures/; see `--help`."""
 
-Latent traversals (rows ordered by KL), reconstructions beside originals, samples from the
-prior, and the KL of each latent dimension in nats.
-"""
-
-import argparse
 import sys
 
-from constrained_vae.cli import EXIT_USER_ERROR, ArgumentParser
-from constrained_vae.config import DEVICES
-from constrained_vae.errors import UserInputError
-from constrained_vae.figures import write_figures
-from constrained_vae.training import resolve_device
-
-
-def main(argv=None) -> int:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="a run folder (config.json and checkpoint.pt)")
-    parser.add_argument("--seed", type=int, default=0, help="picks the images shown and the prior samples")
-    parser.add_argument("--num-kl-images", type=int, default=1024, help="images averaged for the KL per dimension")
-    parser.add_argument("--device", default="cpu", choices=DEVICES, help="default cpu; auto: CUDA if available")
-    args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device).type  # `cuda` without a GPU: a ConfigError, one line
-        paths = write_figures(args.run, seed=args.seed, num_kl_observations=args.num_kl_images, device=device)
-    except (UserInputError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    print("wrote:\n" + "\n".join(f"  {path}" for path in paths))
-    return 0
-
+from constrained_vae.cli.figures import main
 
 if __name__ == "__main__":
     sys.exit(main())

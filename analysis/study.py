@@ -2,7 +2,7 @@
 
 import sys
 
-from constrained_vae.study_analysis import analysis_main
+from constrained_vae.cli.study_analysis import analysis_main
 
 if __name__ == "__main__":
     sys.exit(analysis_main())

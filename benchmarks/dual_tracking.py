@@ -24,10 +24,13 @@ from pathlib import Path
 
 import torch
 
-from constrained_vae import linear_gaussian, runs, tracking
-from constrained_vae.cli import ArgumentParser
-from constrained_vae.config import RunConfig
-from constrained_vae.training import train
+from constrained_vae.analysis import tracking
+from constrained_vae.cli.common import ArgumentParser
+from constrained_vae.core import linear_gaussian
+from constrained_vae.plots import tracking as plots_tracking
+from constrained_vae.run import folder
+from constrained_vae.run.loop import train
+from constrained_vae.run.settings import RunConfig
 
 SPECTRUM = [100.0, 30.0, 10.0, 3.0, 1.0]
 BETA_STARS = [0.1, 0.3, 1.0, 3.0, 10.0, 30.0]
@@ -92,10 +95,10 @@ def main() -> None:
     for name in args.settings:
         for epsilon, beta_star in budgets(args.dataset, args.epsilons):
             run_dir = out / name / f"eps{epsilon:g}"
-            if not args.report_only and not (run_dir / runs.SUMMARY).exists():
+            if not args.report_only and not (run_dir / folder.SUMMARY_FILE).exists():
                 config = point_config(args.dataset, SETTINGS[name], epsilon, beta_star, args.steps)
-                train(config, run_dir, resume=runs.is_started(run_dir), progress=False)
-            if (run_dir / runs.SUMMARY).exists():
+                train(config, run_dir, resume=folder.is_started(run_dir), progress=False)
+            if (run_dir / folder.SUMMARY_FILE).exists():
                 results.append(tracking.track(run_dir, beta_star, setting=name))
     print(tracking.markdown_table(results))
     print()
@@ -104,7 +107,7 @@ def main() -> None:
         grid = budgets(args.dataset, args.epsilons)
         tight, loose = min(grid)[0], max(grid)[0]
         folders = {name: (out / name / f"eps{tight:g}", out / name / f"eps{loose:g}") for name in args.settings}
-        tracking.write_figure(folders, (tight, loose), args.figure)
+        plots_tracking.write_figure(folders, (tight, loose), args.figure)
         print(f"figure: {args.figure}")
 
 

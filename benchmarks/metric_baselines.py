@@ -22,10 +22,10 @@ import time
 
 import numpy as np
 
-from constrained_vae import metrics
 from constrained_vae.data.dsprites import FACTOR_SIZES, DSprites
-from constrained_vae.metrics import (
-    DCI_PREDICTORS,
+from constrained_vae.evaluation import metrics
+from constrained_vae.evaluation.metrics import DCI_PREDICTORS
+from constrained_vae.evaluation.references import (
     FactorGrid,
     oracle_representation,
     random_representation,

@@ -36,8 +36,14 @@ RUN = ["--dataset", "linear-gaussian", "--spectrum", "16,8,4,2,1", "--num-sample
 def timed(script: str, *args: str, cwd: Path, env: dict[str, str]) -> float:
     """Seconds from starting ``experiments/SCRIPT ARGS`` to its exit (which must be 0)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "experiments" / script), *args], cwd=cwd, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), *args],
+        cwd=cwd,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 

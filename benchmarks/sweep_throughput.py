@@ -27,14 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from constrained_vae import runs
+from constrained_vae.run import folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def steady_rate(run_dir: Path, warmup: int) -> float:
     """Steps per second of a run after its first ``warmup`` steps, from its ``metrics.csv``."""
-    rows = runs.read_metrics(run_dir)
+    rows = folder.read_metrics(run_dir)
     first = next(row for row in rows if row["step"] >= warmup)
     return (rows[-1]["step"] - first["step"]) / (rows[-1]["seconds"] - first["seconds"])
 
@@ -47,9 +47,27 @@ def sweep_of(count: int, device: str, cpus_per_run: float, steps: int, extra: li
         else ["--workers", str(count)]
     )
     betas = [f"{beta:g}" for beta in range(1, count + 1)]
-    command = [sys.executable, str(ROOT / "experiments" / "sweep.py"), "--dataset", "dsprites", "--beta", *betas,
-               "--steps", str(steps), "--device", device, "--log-every", "25", "--checkpoint-every", str(steps),
-               *resources, "--no-progress", "--out", str(out), *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        str(ROOT / "experiments" / "sweep.py"),
+        "--dataset",
+        "dsprites",
+        "--beta",
+        *betas,
+        "--steps",
+        str(steps),
+        "--device",
+        device,
+        "--log-every",
+        "25",
+        "--checkpoint-every",
+        str(steps),
+        *resources,
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:

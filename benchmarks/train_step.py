@@ -3,7 +3,7 @@
 For each device (CPU, and CUDA when there is one) and each objective (constrained ε = 20,
 fixed β = 1) on dSprites batches of 64, interleaved ``--repeats`` times (a, b, a, b, …):
 
-(a) the project's loop: ``training.train()`` into a fresh run folder, logging every 25 steps
+(a) the project's loop: ``train()`` into a fresh run folder, logging every 25 steps
     and checkpointing every 500 as a real run does; steps/s over the wall time of the whole
     call (building, writing the folder and compiling included), and "steady" steps/s from the
     run's own ``seconds`` column after its first ``--warmup`` steps;
@@ -30,19 +30,22 @@ from pathlib import Path
 
 import torch
 
-from constrained_vae import losses, runs
-from constrained_vae.config import RunConfig
-from constrained_vae.training import Trainee, torch_threads, train, use_compile
+from constrained_vae.core import losses
+from constrained_vae.run import folder
+from constrained_vae.run.device import torch_threads, use_compile
+from constrained_vae.run.loop import train
+from constrained_vae.run.settings import RunConfig
+from constrained_vae.run.trainee import Trainee
 
 OBJECTIVES = {"constrained": {"epsilon": 20.0}, "fixed-beta": {"beta": 1.0}}
 
 
-def project_loop(config: RunConfig, folder: Path, warmup: int) -> tuple[float, float]:
+def project_loop(config: RunConfig, run_dir: Path, warmup: int) -> tuple[float, float]:
     """(steps/s over the wall time of ``train``, steady steps/s after ``warmup`` steps)."""
     start = time.perf_counter()
-    train(config, folder, progress=False)
+    train(config, run_dir, progress=False)
     wall = time.perf_counter() - start
-    rows = runs.read_metrics(folder)
+    rows = folder.read_metrics(run_dir)
     first = next(row for row in rows if row["step"] >= warmup)
     steady = (rows[-1]["step"] - first["step"]) / (rows[-1]["seconds"] - first["seconds"])
     return config.steps / wall, steady
@@ -121,9 +124,11 @@ def main() -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="default: the project's per device")
     parser.add_argument("--objective", action="append", choices=tuple(OBJECTIVES), help="default: both")
     parser.add_argument(
-        "--memory-format", action="store_true", help="instead: time (b) with the conv model contiguous and "
-        "channels-last, alternating, and print their ratio (eager)"
-    )  # fmt: skip
+        "--memory-format",
+        action="store_true",
+        help="instead: time (b) with the conv model contiguous and "
+        "channels-last, alternating, and print their ratio (eager)",
+    )
     args = parser.parse_args()
     devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     with torch_threads(args.threads):
@@ -132,9 +137,13 @@ def main() -> None:
             steps = args.steps or (3000 if device == "cuda" else 200)
             for objective in args.objective or list(OBJECTIVES):
                 config = RunConfig(
-                    dataset="dsprites", steps=steps, device=device, compile=args.compile, threads=args.threads,
+                    dataset="dsprites",
+                    steps=steps,
+                    device=device,
+                    compile=args.compile,
+                    threads=args.threads,
                     **OBJECTIVES[objective],
-                )  # fmt: skip
+                )
                 if args.memory_format:
                     compare_memory_formats(config, args.repeats)
                     continue

@@ -1,6 +1,80 @@
 """constrained-vae: β-VAEs trained as maximise reconstruction subject to KL ≤ ε.
 
-KL and NLL are in nats per sample throughout (see the README, "Units").
+KL and NLL are in nats per sample throughout (see the README, "Units"). The public API:
+
+- :class:`RunConfig` — every setting of a run; :func:`train` — train one into a run folder (and
+  resume it); :func:`load_run` — a trained run restored for evaluation;
+- :func:`objective_settings` and the objectives' settings classes — an objective for your own
+  model (``settings.build(model, likelihood).step(batch)``);
+- :func:`evaluate_paths` — disentanglement scores of run folders (``RUN/metrics.json``);
+- :func:`write_figures` — a run's figures; :func:`write_tradeoff_analysis` — a sweep's ε ↔ β map.
+
+The rooms: :mod:`~constrained_vae.core` (the mathematics), :mod:`~constrained_vae.data`,
+:mod:`~constrained_vae.run`, :mod:`~constrained_vae.sweeps`, :mod:`~constrained_vae.evaluation`,
+:mod:`~constrained_vae.analysis`, :mod:`~constrained_vae.plots` and :mod:`~constrained_vae.cli`.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from constrained_vae.version import __version__
+
+# The public names and the modules that define them, imported when first used: importing one room
+# of the package (say the mathematics) does not import the others' dependencies.
+_EXPORTS = {
+    "OBJECTIVES": "constrained_vae.core.objectives",
+    "CapacitySettings": "constrained_vae.core.objectives",
+    "ConstrainedSettings": "constrained_vae.core.objectives",
+    "ControlVAESettings": "constrained_vae.core.objectives",
+    "FixedBetaSettings": "constrained_vae.core.objectives",
+    "GECOSettings": "constrained_vae.core.objectives",
+    "objective_settings": "constrained_vae.core.objectives",
+    "RunConfig": "constrained_vae.run.settings",
+    "train": "constrained_vae.run.loop",
+    "load_run": "constrained_vae.run.loop",
+    "evaluate_paths": "constrained_vae.evaluation.scoring",
+    "write_figures": "constrained_vae.plots.run_figures",
+    "write_tradeoff_analysis": "constrained_vae.plots.tradeoff",
+}
+
+if TYPE_CHECKING:
+    from constrained_vae.core.objectives import (
+        OBJECTIVES,
+        CapacitySettings,
+        ConstrainedSettings,
+        ControlVAESettings,
+        FixedBetaSettings,
+        GECOSettings,
+        objective_settings,
+    )
+    from constrained_vae.evaluation.scoring import evaluate_paths
+    from constrained_vae.plots.run_figures import write_figures
+    from constrained_vae.plots.tradeoff import write_tradeoff_analysis
+    from constrained_vae.run.loop import load_run, train
+    from constrained_vae.run.settings import RunConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+__all__ = [
+    "OBJECTIVES",
+    "CapacitySettings",
+    "ConstrainedSettings",
+    "ControlVAESettings",
+    "FixedBetaSettings",
+    "GECOSettings",
+    "RunConfig",
+    "__version__",
+    "evaluate_paths",
+    "load_run",
+    "objective_settings",
+    "train",
+    "write_figures",
+    "write_tradeoff_analysis",
+]

@@ -27,7 +27,7 @@ class CheckpointError(RunFolderError):
 
 
 class FolderInUse(RunFolderError):
-    """A run or sweep folder that another process holds (see :mod:`constrained_vae.locks`)."""
+    """A run or sweep folder that another process holds (see :mod:`constrained_vae.run.locks`)."""
 
 
 class ResourceError(UserInputError):

@@ -61,7 +61,7 @@ def is_temporary(path: Path) -> bool:
 def remove_orphaned_temporaries(folder: str | Path) -> list[Path]:
     """Remove the temporary files :func:`atomic_write` left in ``folder`` when its writer was killed.
 
-    Call only while holding the folder (:func:`constrained_vae.locks.hold`): a live
+    Call only while holding the folder (:func:`constrained_vae.run.locks.hold`): a live
     writer's temporary file would go too.
     """
     removed = [p for p in Path(folder).iterdir() if is_temporary(p) and p.is_file()]

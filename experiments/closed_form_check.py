@@ -8,9 +8,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from constrained_vae.config import RunConfig, parse_spectrum
-from constrained_vae.linear_gaussian import beta_for_rate
-from constrained_vae.training import train
+from constrained_vae.core.linear_gaussian import beta_for_rate
+from constrained_vae.run.loop import train
+from constrained_vae.run.settings import RunConfig, parse_spectrum
 
 DEFAULT_CASES = ["16,8,4,2,1:0.5,1,2,3,5", "9,3,1:0.5,1.5,2.5", "25,20,10,5,2,1,0.5,0.25:2,4,6"]
 

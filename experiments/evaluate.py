@@ -1,62 +1,8 @@
-"""Disentanglement scores of trained dSprites runs: writes RUN/metrics.json and prints a table.
+"""Disentanglement scores of trained runs: writes RUN/metrics.json and prints a table; see `--help`."""
 
-Give run folders, or sweep folders (every subfolder holding config.json and checkpoint.pt is
-scored). Runs on datasets without ground-truth factors are skipped with a message. The
-protocol flags change the published defaults (see constrained_vae/metrics.py) for every
-metric that has that setting.
-"""
-
-import argparse
 import sys
 
-from constrained_vae.cli import EXIT_USER_ERROR, ArgumentParser
-from constrained_vae.config import DEVICES
-from constrained_vae.errors import UserInputError
-from constrained_vae.evaluation import evaluate_paths, format_table, protocols_with
-from constrained_vae.metrics import DCI_PREDICTORS, METRICS
-from constrained_vae.training import resolve_device
-
-PROTOCOL_SETTINGS = ("num_train", "num_eval", "batch_size", "num_variance_estimate", "num_bins", "predictor")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP", help="run folders or sweep folders")
-    parser.add_argument("--metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every metric's sampling and classifiers")
-    protocol = parser.add_argument_group("protocol (default: the published one)")
-    protocol.add_argument("--num-train", type=int, help="training points of every metric (default 10000)")
-    protocol.add_argument("--num-eval", type=int, help="held-out points: num_eval, and DCI's num_test (default 5000)")
-    protocol.add_argument("--batch-size", type=int, help="observations per BetaVAE / FactorVAE point (default 64)")
-    protocol.add_argument("--num-variance-estimate", type=int, help="FactorVAE: points for the code std (10000)")
-    protocol.add_argument("--num-bins", type=int, help="MIG: histogram bins per code (default 20)")
-    protocol.add_argument(
-        "--dci-predictor", dest="predictor", choices=list(DCI_PREDICTORS),
-        help="DCI: per-factor classifier (default boosting, disentanglement_lib's; forest is faster, not published)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--device", default="cpu", choices=DEVICES, help="torch device for the encoder (default cpu; auto: CUDA if any)"
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    overrides = {name: getattr(args, name) for name in PROTOCOL_SETTINGS if getattr(args, name) is not None}
-    try:
-        metric_names = args.metrics.split(",") if args.metrics else None
-        protocols = protocols_with(overrides, metric_names)
-        device = str(resolve_device(args.device))
-        evaluations = evaluate_paths(
-            args.paths, seed=args.seed, protocols=protocols, device=device,
-            log=lambda line: print(line, file=sys.stderr, flush=True),
-        )  # fmt: skip
-    except (UserInputError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    print(format_table(evaluations))
-    return 0
-
+from constrained_vae.cli.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main())

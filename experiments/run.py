@@ -2,7 +2,7 @@
 
 import sys
 
-from constrained_vae.cli import run_main
+from constrained_vae.cli.run import run_main
 
 if __name__ == "__main__":
     sys.exit(run_main())

@@ -3,7 +3,7 @@ here, or on a cluster's with --address); see `--help`."""
 
 import sys
 
-from constrained_vae.sweep import sweep_main
+from constrained_vae.cli.sweep import sweep_main
 
 if __name__ == "__main__":
     sys.exit(sweep_main())

@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 import torch
 
-from constrained_vae import locks, runs
+from constrained_vae.run import folder, locks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,9 +41,13 @@ def local_ray(num_cpus: int, num_gpus: int = 0) -> Iterator[str]:
     """
     with ray_temp_dir() as temp:
         ray.init(
-            address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _temp_dir=str(temp),
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            _temp_dir=str(temp),
             logging_level=logging.WARNING,
-        )  # fmt: skip
+        )
         try:
             yield ray.get_runtime_context().gcs_address
         finally:
@@ -53,10 +57,14 @@ def local_ray(num_cpus: int, num_gpus: int = 0) -> Iterator[str]:
 def script(name: str, *args: str, cwd: Path, ray_dir: Path) -> subprocess.Popen:
     """``python experiments/NAME ARGS`` in a session of its own, its Ray (if it starts one) in ``ray_dir``."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "experiments" / name), *args], cwd=cwd,
-        env=os.environ | {"RAY_TMPDIR": str(ray_dir)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(ROOT / "experiments" / name), *args],
+        cwd=cwd,
+        env=os.environ | {"RAY_TMPDIR": str(ray_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
 
 
 def session_members(session: int) -> list[int]:
@@ -87,7 +95,7 @@ def kill_9(process: subprocess.Popen) -> tuple[str, str]:
 
 def last_step(run_dir: Path) -> int:
     try:
-        rows = runs.read_metrics(run_dir)
+        rows = folder.read_metrics(run_dir)
     except (OSError, ValueError):
         return 0
     return int(rows[-1]["step"]) if rows else 0
@@ -108,14 +116,14 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
 
 def numbers(run_dir: Path) -> list[dict[str, float]]:
     """The rows of ``RUN/metrics.csv`` without their wall-clock ``seconds``."""
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_metrics(run_dir)]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in folder.read_metrics(run_dir)]
 
 
 def assert_same_run(run_dir: Path, reference: Path) -> None:
     """The two runs logged the same numbers and ended at the same step with identical weights and λ."""
     assert numbers(run_dir) == numbers(reference)
-    state = torch.load(run_dir / runs.CHECKPOINT, weights_only=True)
-    expected = torch.load(reference / runs.CHECKPOINT, weights_only=True)
+    state = torch.load(run_dir / folder.CHECKPOINT_FILE, weights_only=True)
+    expected = torch.load(reference / folder.CHECKPOINT_FILE, weights_only=True)
     assert state["step"] == expected["step"]
     for part in ("model", "likelihood"):
         assert all(torch.equal(state[part][k], expected[part][k]) for k in expected[part]), part

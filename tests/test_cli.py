@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from constrained_vae import runs
-from constrained_vae.cli import run_main
+from constrained_vae.cli.run import run_main
+from constrained_vae.run import folder
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--dataset", "linear-gaussian", "--spectrum", "4,2,1", "--num-samples", "256", "--steps", "20",
-        "--batch-size", "32", "--log-every", "5", "--no-progress"]  # fmt: skip
+FAST = (
+    "--dataset linear-gaussian --spectrum 4,2,1 --num-samples 256 --steps 20 --batch-size 32 --log-every "
+    "5 --no-progress"
+).split()
 
 
 def run_script(*args, cwd):
@@ -170,11 +172,11 @@ def test_a_batch_larger_than_the_dataset_is_refused_before_anything_is_allocated
     ids=["cuda", "cpu", "python"],
 )
 def test_running_out_of_memory_is_a_clear_error_and_keeps_what_was_trained(tmp_path, monkeypatch, capsys, failure):
-    from constrained_vae import runs
-    from constrained_vae.objectives import Objective
+    from constrained_vae.core.objectives import Optimization
+    from constrained_vae.run import folder
 
     monkeypatch.chdir(tmp_path)
-    original, calls = Objective.step, {"n": 0}
+    original, calls = Optimization.step, {"n": 0}
 
     def step(self, x, fail_at):
         calls["n"] += 1
@@ -182,7 +184,7 @@ def test_running_out_of_memory_is_a_clear_error_and_keeps_what_was_trained(tmp_p
             raise failure
         return original(self, x)
 
-    monkeypatch.setattr(Objective, "step", lambda self, x: step(self, x, fail_at=1))
+    monkeypatch.setattr(Optimization, "step", lambda self, x: step(self, x, fail_at=1))
     code = run_main(["--epsilon", "1", *FAST, "--out", "r"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
@@ -190,29 +192,32 @@ def test_running_out_of_memory_is_a_clear_error_and_keeps_what_was_trained(tmp_p
     assert not (tmp_path / "r").exists()
 
     calls["n"] = 0
-    monkeypatch.setattr(Objective, "step", lambda self, x: step(self, x, fail_at=13))
+    monkeypatch.setattr(Optimization, "step", lambda self, x: step(self, x, fail_at=13))
     assert run_main(["--epsilon", "1", *FAST, "--checkpoint-every", "10", "--out", "r"]) == 2
     err = capsys.readouterr().err
     assert "out of memory in step 13" in err and "the last checkpoint is in r" in err
-    assert torch.load(tmp_path / "r" / runs.CHECKPOINT, weights_only=True)["step"] == 10
+    assert torch.load(tmp_path / "r" / folder.CHECKPOINT_FILE, weights_only=True)["step"] == 10
 
 
 def test_ctrl_c_writes_a_checkpoint_says_how_to_continue_and_exits_130(tmp_path):
-    from constrained_vae import runs
+    from constrained_vae.run import folder
 
     args = ["--epsilon", "1", *FAST[:-3], "--steps", "1500", "--checkpoint-every", "1000", "--no-progress"]
     straight = run_script(*args, "--out", "straight", cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr
     running = subprocess.Popen(
         [sys.executable, str(ROOT / "experiments" / "run.py"), *args, "--out", "r"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    while not (tmp_path / "r" / "metrics.csv").exists() or len(runs.read_metrics(tmp_path / "r")) < 5:
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while not (tmp_path / "r" / "metrics.csv").exists() or len(folder.read_metrics(tmp_path / "r")) < 5:
         assert running.poll() is None, running.communicate()
         time.sleep(0.05)
     running.send_signal(signal.SIGINT)
     _, err = running.communicate(timeout=60)
-    step = torch.load(tmp_path / "r" / runs.CHECKPOINT, weights_only=True)["step"]
+    step = torch.load(tmp_path / "r" / folder.CHECKPOINT_FILE, weights_only=True)["step"]
     assert running.returncode == 130
     assert err.strip() == f"interrupted at step {step}; continue with: python experiments/run.py --resume r"
     assert 100 <= step < 1500 and step % 1000 != 0  # at the step it was stopped, not at a scheduled checkpoint
@@ -220,14 +225,14 @@ def test_ctrl_c_writes_a_checkpoint_says_how_to_continue_and_exits_130(tmp_path)
     assert resumed.returncode == 0, resumed.stderr
 
     def numbers(run):
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_metrics(tmp_path / run)]
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in folder.read_metrics(tmp_path / run)]
 
     assert numbers("r") == numbers("straight")
 
 
 def test_help_states_every_default():
-    from constrained_vae.cli import run_parser
-    from constrained_vae.sweep import sweep_parser
+    from constrained_vae.cli.run import run_parser
+    from constrained_vae.cli.sweep import sweep_parser
 
     text = " ".join(run_parser().format_help().split())
     assert "--batch-size BATCH_SIZE examples per step, drawn with replacement; default: 64 (dsprites" in text
@@ -240,9 +245,9 @@ def test_help_states_every_default():
 def test_threads_and_compile_are_recorded_and_may_change_on_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run_main(["--epsilon", "1", *FAST, "--threads", "1", "--no-compile", "--out", "r"]) == 0
-    config = runs.read_config(tmp_path / "r")
+    config = folder.read_config(tmp_path / "r")
     assert (config.threads, config.compile) == (1, False)
     assert run_main(["--resume", "r", "--steps", "25", "--threads", "2", "--no-progress"]) == 0
-    assert runs.read_config(tmp_path / "r").threads == 2
+    assert folder.read_config(tmp_path / "r").threads == 2
     assert run_main(["--epsilon", "1", *FAST, "--threads", "0", "--out", "bad"]) == 2
     assert "threads must be a positive integer" in capsys.readouterr().err

@@ -11,14 +11,7 @@ import pytest
 import torch
 
 from constrained_vae.data.base import FactorDataset, TensorDataset
-from constrained_vae.data.dsprites import (
-    FACTOR_SIZES,
-    DSprites,
-    DSpritesNPZ,
-    load_dsprites_npz,
-    render,
-    render_batch,
-)
+from constrained_vae.data.dsprites import FACTOR_SIZES, DSprites, DSpritesNPZ, load_dsprites_npz, render, render_batch
 from constrained_vae.errors import DataError
 
 SQUARE, ELLIPSE, HEART = 0, 1, 2

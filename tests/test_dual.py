@@ -10,19 +10,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from constrained_vae import dual, runs, tracking
-from constrained_vae.config import RunConfig
+from constrained_vae.analysis import tracking
+from constrained_vae.core import dual
+from constrained_vae.core.likelihoods import BernoulliLikelihood
+from constrained_vae.core.linear_gaussian import beta_for_rate
+from constrained_vae.core.models import build_vae
+from constrained_vae.core.objectives import ControlVAEProblem, objective_settings
+from constrained_vae.core.objectives.controlvae import CONTROLVAE_BETA_MIN, CONTROLVAE_KI, CONTROLVAE_KP
 from constrained_vae.errors import ConfigError
-from constrained_vae.linear_gaussian import beta_for_rate
-from constrained_vae.models import BernoulliLikelihood, build_vae
-from constrained_vae.objectives import (
-    CONTROLVAE_BETA_MIN,
-    CONTROLVAE_KI,
-    CONTROLVAE_KP,
-    ControlVAEProblem,
-    build_objective,
-)
-from constrained_vae.training import resume_config, train
+from constrained_vae.plots import tracking as plots_tracking
+from constrained_vae.run import folder
+from constrained_vae.run.loop import resume_config, train
+from constrained_vae.run.settings import RunConfig
 
 violations = st.lists(st.floats(-5, 5, allow_nan=False, allow_subnormal=False), min_size=1, max_size=30)
 
@@ -147,8 +146,8 @@ def test_ema_rules_step_on_the_moving_average(sequence):
 
 def test_augmented_lagrangian_primal_term_is_cooper_s_formula():
     model = build_vae("mlp", (12,), 3, hidden=16).double()
-    objective = build_objective(
-        model, BernoulliLikelihood(), epsilon=0.5, dual_lr=0.3, multiplier_init=2.0, dual_update="augmented"
+    objective = objective_settings(epsilon=0.5, dual_lr=0.3, multiplier_init=2.0, dual_update="augmented").build(
+        model, BernoulliLikelihood()
     )
     torch.manual_seed(0)
     terms = objective.step(torch.rand(16, 12).round().double())
@@ -196,8 +195,8 @@ def test_controlvae_set_point_rises_by_0_15_per_period_to_the_target():
 
 def test_capacity_objective_target_and_loss():
     model = build_vae("mlp", (12,), 3, hidden=16).double()
-    objective = build_objective(
-        model, BernoulliLikelihood(), objective="capacity", epsilon=4.0, capacity_gamma=10.0, anneal_steps=4
+    objective = objective_settings(objective="capacity", epsilon=4.0, capacity_gamma=10.0, anneal_steps=4).build(
+        model, BernoulliLikelihood()
     )
     x = torch.rand(16, 12).round().double()
     for step in range(6):
@@ -210,10 +209,9 @@ def test_capacity_objective_target_and_loss():
 
 def test_geco_reports_beta_as_one_over_lambda_and_constrains_the_nll():
     model = build_vae("mlp", (12,), 3, hidden=16).double()
-    objective = build_objective(
-        model, BernoulliLikelihood(), objective="geco", kappa=5.0, dual_lr=0.01, multiplier_init=2.0,
-        dual_update="log+ema",
-    )  # fmt: skip
+    objective = objective_settings(
+        objective="geco", kappa=5.0, dual_lr=0.01, multiplier_init=2.0, dual_update="log+ema"
+    ).build(model, BernoulliLikelihood())
     terms = objective.step(torch.rand(16, 12).round().double())
     lam = 0.5 * math.exp(0.01 * (float(terms.nll) - 5.0))  # λ0 = 1/β0; the EMA starts at the first violation
     assert float(terms.multiplier) == pytest.approx(1 / lam, rel=1e-9)
@@ -249,7 +247,7 @@ def test_objective_defaults_are_filled_only_where_they_apply():
     assert (constrained.dual_update, constrained.dual_kp, constrained.dual_ema) == ("log", None, None)
     assert constrained.dual_lr == 0.01  # the log rules' rate, whatever the dataset
     assert RunConfig(epsilon=2.0, dataset="linear-gaussian", dual_update="gradient").resolved().dual_lr == 0.02
-    assert constrained.objective is None and constrained.mode == "constrained"
+    assert constrained.objective is None and constrained.objective_name == "constrained"
     pi = RunConfig(epsilon=2.0, dataset="linear-gaussian", dual_update="pi+ema").resolved()
     assert (pi.dual_kp, pi.dual_ema) == (1.0, 0.99)
     geco = RunConfig(objective="geco", kappa=20.0, dataset="linear-gaussian").resolved()
@@ -262,9 +260,14 @@ def test_objective_defaults_are_filled_only_where_they_apply():
 
 def small_run(**overrides) -> RunConfig:
     settings = dict(
-        dataset="linear-gaussian", spectrum=[9.0, 3.0, 1.0], num_samples=512,
-        steps=40, batch_size=32, log_every=5, checkpoint_every=10,
-    )  # fmt: skip
+        dataset="linear-gaussian",
+        spectrum=[9.0, 3.0, 1.0],
+        num_samples=512,
+        steps=40,
+        batch_size=32,
+        log_every=5,
+        checkpoint_every=10,
+    )
     return RunConfig(**(settings | overrides))
 
 
@@ -286,12 +289,12 @@ def test_every_rule_and_baseline_resumes_bit_for_bit(tmp_path, overrides):
     train(RunConfig(**(vars(config) | {"steps": 20})), tmp_path / "split", progress=False)
     train(resume_config(tmp_path / "split", {"steps": 40}), tmp_path / "split", resume=True, progress=False)
     rows = [
-        [{k: v for k, v in r.items() if k != "seconds"} for r in runs.read_metrics(tmp_path / d)]
+        [{k: v for k, v in r.items() if k != "seconds"} for r in folder.read_metrics(tmp_path / d)]
         for d in ("straight", "split")
     ]
     assert rows[0] == rows[1]
     saved = json.loads((tmp_path / "split" / "config.json").read_text())
-    assert saved["mode"] == config.mode and saved["steps"] == 40
+    assert saved["mode"] == config.objective_name and saved["steps"] == 40
 
 
 def test_a_run_from_before_dual_updates_still_resumes(tmp_path):
@@ -302,13 +305,13 @@ def test_a_run_from_before_dual_updates_still_resumes(tmp_path):
     saved = json.loads(path.read_text())
     legacy = {k: v for k, v in saved.items() if k not in NEW_SETTINGS}
     path.write_text(json.dumps(legacy))
-    checkpoint = torch.load(tmp_path / "old" / runs.CHECKPOINT, weights_only=True)
+    checkpoint = torch.load(tmp_path / "old" / folder.CHECKPOINT_FILE, weights_only=True)
     checkpoint["numerics"] = {k: v for k, v in checkpoint["numerics"].items() if k not in NEW_SETTINGS}
     checkpoint["objective"]["problem"].pop("extra")
-    torch.save(checkpoint, tmp_path / "old" / runs.CHECKPOINT)
+    torch.save(checkpoint, tmp_path / "old" / folder.CHECKPOINT_FILE)
     train(resume_config(tmp_path / "old", {"steps": 40}), tmp_path / "old", resume=True, progress=False)
     train(config, tmp_path / "straight", progress=False)
-    assert runs.read_metrics(tmp_path / "old")[-1]["kl"] == runs.read_metrics(tmp_path / "straight")[-1]["kl"]
+    assert folder.read_metrics(tmp_path / "old")[-1]["kl"] == folder.read_metrics(tmp_path / "straight")[-1]["kl"]
     assert json.loads(path.read_text())["dual_update"] == "gradient"
 
 
@@ -335,7 +338,7 @@ def test_tracking_of_real_runs_and_the_figure(tmp_path):
     train(small_run(epsilon=2.0, dual_update="log", dual_lr=0.01), tmp_path / "log", progress=False)
     train(small_run(objective="capacity", epsilon=2.0), tmp_path / "capacity", progress=False)
     logged = tracking.track(tmp_path / "log", beta_star=3.0, setting="log")
-    summary = json.loads((tmp_path / "log" / runs.SUMMARY).read_text())
+    summary = json.loads((tmp_path / "log" / folder.SUMMARY_FILE).read_text())
     assert logged.lambda_error == pytest.approx((summary["multiplier"] - 3.0) / 3.0)
     assert logged.oscillation >= 0 and logged.dual_update == "log" and logged.steps == 40
     capacity = tracking.track(tmp_path / "capacity", beta_star=3.0)
@@ -344,5 +347,5 @@ def test_tracking_of_real_runs_and_the_figure(tmp_path):
     assert "| log | 2 | 3 |" in table and "±γ" in table
     assert "1/1" in tracking.summary_table([logged]) or "0/1" in tracking.summary_table([logged])
     folders = {"log": (tmp_path / "log", tmp_path / "log"), "capacity": (tmp_path / "capacity", tmp_path / "none")}
-    figure = tracking.write_figure(folders, (2.0, 2.0), tmp_path / "fig.png")
+    figure = plots_tracking.write_figure(folders, (2.0, 2.0), tmp_path / "fig.png")
     assert figure.stat().st_size > 10_000

@@ -18,19 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from constrained_vae import evaluation
-from constrained_vae.config import RunConfig
 from constrained_vae.errors import ConfigError, RunFolderError
-from constrained_vae.evaluation import (
-    METRICS_FILE,
-    evaluate_paths,
-    evaluate_run,
-    find_run_dirs,
-    format_table,
-    protocols_with,
-)
-from constrained_vae.figures import write_figures
-from constrained_vae.training import train
+from constrained_vae.evaluation import scoring
+from constrained_vae.evaluation.scoring import evaluate_paths, evaluate_run, find_run_dirs, format_table, protocols_with
+from constrained_vae.plots.run_figures import write_figures
+from constrained_vae.run.folder import SCORES_FILE
+from constrained_vae.run.loop import train
+from constrained_vae.run.settings import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(num_train=40, num_eval=20, batch_size=4, num_variance_estimate=64, predictor="forest")  # forest: fast
@@ -60,9 +54,15 @@ def sweep(tmp_path_factory) -> Path:
     )
     train(dsprites, root / "dsprites-eps5", progress=False)
     linear = RunConfig(
-        epsilon=1.0, dataset="linear-gaussian", spectrum=[4.0, 2.0, 1.0], num_samples=256,
-        steps=4, batch_size=32, log_every=2, checkpoint_every=2,
-    )  # fmt: skip
+        epsilon=1.0,
+        dataset="linear-gaussian",
+        spectrum=[4.0, 2.0, 1.0],
+        num_samples=256,
+        steps=4,
+        batch_size=32,
+        log_every=2,
+        checkpoint_every=2,
+    )
     train(linear, root / "linear-eps1", progress=False)
     (root / "analysis").mkdir()  # not a run: ignored
     return root
@@ -79,7 +79,7 @@ def run(sweep) -> Path:
 def test_evaluate_writes_metrics_json_with_every_score_and_the_protocol(run):
     protocols = protocols_with(TINY)
     (evaluation,) = evaluate_paths([run], seed=7, protocols=protocols)
-    saved = json.loads((run / METRICS_FILE).read_text())
+    saved = json.loads((run / SCORES_FILE).read_text())
     assert saved == json.loads(json.dumps(evaluation.result))
     for metric, keys in REQUIRED_SCORES.items():
         assert keys <= set(saved["scores"][metric])
@@ -104,10 +104,10 @@ def test_the_same_seed_gives_the_same_scores(run):
 def test_metrics_scored_one_at_a_time_accumulate_for_the_same_step_and_seed(run):
     evaluate_paths([run], seed=11, protocols=protocols_with(TINY, ["mig"]))
     evaluate_paths([run], seed=11, protocols=protocols_with(TINY, ["dci"]))
-    saved = json.loads((run / METRICS_FILE).read_text())
+    saved = json.loads((run / SCORES_FILE).read_text())
     assert set(saved["scores"]) == set(saved["protocols"]) == set(saved["seconds"]) == {"mig", "dci"}
     evaluate_paths([run], seed=12, protocols=protocols_with(TINY, ["mig"]))  # another seed: a fresh file
-    assert set(json.loads((run / METRICS_FILE).read_text())["scores"]) == {"mig"}
+    assert set(json.loads((run / SCORES_FILE).read_text())["scores"]) == {"mig"}
 
 
 def test_protocol_overrides_reach_every_metric_with_that_setting():
@@ -126,13 +126,13 @@ def test_protocol_overrides_reach_every_metric_with_that_setting():
 
 def test_a_sweep_is_every_run_subfolder_and_a_run_without_factors_is_skipped(sweep, capsys):
     main = load_script("experiments/evaluate.py").main
-    flags = ["--num-train", "40", "--num-eval", "20", "--batch-size", "4", "--dci-predictor", "forest"]
+    flags = "--num-train 40 --num-eval 20 --batch-size 4 --dci-predictor forest".split()
     assert main([str(sweep), "--metrics", "mig,dci", *flags]) == 0
     out, err = capsys.readouterr()
     assert "skipped" in err and "linear-eps1" in err and "no ground-truth factors" in err
     assert "dsprites-eps5" in out and "ε=5" in out and "MIG" in out and "skipped" in out
-    assert not (sweep / "linear-eps1" / METRICS_FILE).exists()
-    saved = json.loads((sweep / "dsprites-eps5" / METRICS_FILE).read_text())
+    assert not (sweep / "linear-eps1" / SCORES_FILE).exists()
+    saved = json.loads((sweep / "dsprites-eps5" / SCORES_FILE).read_text())
     assert set(saved["scores"]) == {"mig", "dci"}
     assert saved["protocols"]["mig"]["num_train"] == 40
     assert saved["protocols"]["dci"]["predictor"] == "forest"
@@ -181,9 +181,9 @@ def test_format_table_has_a_row_per_run(sweep):
 
 def test_an_undefined_score_is_null_in_metrics_json_with_its_reason_and_undefined_in_the_table(run, monkeypatch):
     """A collapsed encoder (constant posterior mean): FactorVAE has no active dimension to vote for."""
-    monkeypatch.setattr(evaluation, "posterior_mean_fn", lambda model: lambda x: np.zeros((x.shape[0], 4)))
+    monkeypatch.setattr(scoring, "posterior_mean_fn", lambda model: lambda x: np.zeros((x.shape[0], 4)))
     (result,) = evaluate_paths([run], seed=21, protocols=protocols_with(TINY, ["factorvae_score", "mig"]))
-    text = (run / METRICS_FILE).read_text()
+    text = (run / SCORES_FILE).read_text()
     assert "NaN" not in text
     saved = json.loads(text)["scores"]["factorvae_score"]
     assert saved["eval_accuracy"] is None and saved["train_accuracy"] is None and saved["num_active_dims"] == 0

@@ -6,19 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from constrained_vae import runs
-from constrained_vae.config import RunConfig
+from constrained_vae.core.objectives import Optimization, StepTerms
 from constrained_vae.errors import ConfigError, TrainingDiverged
-from constrained_vae.objectives import Objective, StepTerms
-from constrained_vae.training import (
-    COMPILE_MIN_STEPS,
-    LogWindow,
-    Trainee,
-    resume_config,
-    torch_threads,
-    train,
-    use_compile,
-)
+from constrained_vae.run import folder
+from constrained_vae.run.device import COMPILE_MIN_STEPS, torch_threads, use_compile
+from constrained_vae.run.log_window import LogWindow
+from constrained_vae.run.loop import resume_config, train
+from constrained_vae.run.migrations import upgrade_window
+from constrained_vae.run.settings import RunConfig
+from constrained_vae.run.trainee import Trainee
 
 CPU = torch.device("cpu")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -26,9 +22,15 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 def tiny(**overrides) -> RunConfig:
     settings = dict(
-        epsilon=2.0, dataset="linear-gaussian", spectrum=[9.0, 3.0, 1.0], num_samples=512,
-        steps=20, batch_size=32, log_every=5, checkpoint_every=10,
-    )  # fmt: skip
+        epsilon=2.0,
+        dataset="linear-gaussian",
+        spectrum=[9.0, 3.0, 1.0],
+        num_samples=512,
+        steps=20,
+        batch_size=32,
+        log_every=5,
+        checkpoint_every=10,
+    )
     return RunConfig(**(settings | overrides))
 
 
@@ -38,7 +40,7 @@ def conv(**overrides) -> RunConfig:
 
 
 def numbers(run_dir):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_metrics(run_dir)]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in folder.read_metrics(run_dir)]
 
 
 def terms(nll: float, kl: float, loss: float, multiplier: float, budget: float | None = 20.0) -> StepTerms:
@@ -58,7 +60,7 @@ def test_the_window_keeps_rows_on_the_device_and_reads_them_once():
     assert (reading.multiplier, reading.budget, reading.finite, reading.steps) == (1.5, 20.0, True, 3)
     assert reading.row(30, 1.23456) == dict(
         step=30, nll=2.0, kl=4.0, loss=3.0, multiplier=1.5, epsilon=20.0, seconds=1.235
-    )  # fmt: skip
+    )
     window.add(terms(1.0, 1.0, 1.0, float("inf")))
     window.add(terms(1.0, 1.0, 1.0, 1.0))
     reading = window.read(terms(1.0, 1.0, 1.0, 1.0, budget=None))
@@ -84,7 +86,8 @@ def test_a_window_resumes_from_its_checkpoint_and_from_older_ones():
     again = LogWindow.from_state(window.state_dict(), CPU, torch.float32, capacity=1)
     again.add(terms(3.0, 3.0, 3.0, 3.0))
     assert again.read(terms(3.0, 3.0, 3.0, 3.0)).nll == 2.0 and again.steps == 3
-    old = LogWindow.from_state({"nll": 1.0, "kl": 2.0, "loss": 3.0, "count": 2}, CPU, torch.float32, capacity=5)
+    saved = upgrade_window({"nll": 1.0, "kl": 2.0, "loss": 3.0, "count": 2})
+    old = LogWindow.from_state(saved, CPU, torch.float32, capacity=5)
     old.add(terms(5.0, 4.0, 3.0, 0.7))
     reading = old.read(terms(5.0, 4.0, 3.0, 0.7))
     assert (reading.nll, reading.kl, reading.loss, reading.steps, reading.finite) == (2.0, 2.0, 2.0, 3, True)
@@ -93,8 +96,16 @@ def test_a_window_resumes_from_its_checkpoint_and_from_older_ones():
 class NoHostRead(torch.Tensor):
     """A step's term that fails if its value is read to the host; every operation on it gives a plain tensor."""
 
-    READS = (torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__float__, torch.Tensor.__bool__,
-             torch.Tensor.__int__, torch.Tensor.numpy, torch.Tensor.__format__, torch.Tensor.__repr__)  # fmt: skip
+    READS = (
+        torch.Tensor.item,
+        torch.Tensor.tolist,
+        torch.Tensor.__float__,
+        torch.Tensor.__bool__,
+        torch.Tensor.__int__,
+        torch.Tensor.numpy,
+        torch.Tensor.__format__,
+        torch.Tensor.__repr__,
+    )
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -105,7 +116,7 @@ class NoHostRead(torch.Tensor):
 
 
 def test_steps_are_never_read_back_between_log_rows_and_checkpoints(tmp_path, monkeypatch):
-    original_step, original_read = Objective.step, LogWindow.read
+    original_step, original_read = Optimization.step, LogWindow.read
     reads = []
 
     def guarded_step(self, x):
@@ -116,11 +127,11 @@ def test_steps_are_never_read_back_between_log_rows_and_checkpoints(tmp_path, mo
         reads.append(self.steps)
         return original_read(self, last)
 
-    monkeypatch.setattr(Objective, "step", guarded_step)
+    monkeypatch.setattr(Optimization, "step", guarded_step)
     monkeypatch.setattr(LogWindow, "read", counted_read)
     train(tiny(steps=23, log_every=5, checkpoint_every=10), tmp_path / "run", progress=False)
     assert reads == [5, 5, 5, 5, 3]  # rows at 5, 10 (and its checkpoint), 15, 20, and the end at 23
-    assert [row["step"] for row in runs.read_metrics(tmp_path / "run")] == [5, 10, 15, 20, 23]
+    assert [row["step"] for row in folder.read_metrics(tmp_path / "run")] == [5, 10, 15, 20, 23]
 
 
 # ---------------------------------------------------------------------------- divergence at the boundaries
@@ -128,7 +139,7 @@ def test_steps_are_never_read_back_between_log_rows_and_checkpoints(tmp_path, mo
 
 def blow_up_at(monkeypatch, step: int) -> None:
     """Make the model's parameters NaN just before the ``step``-th step of this process."""
-    original = Objective.step
+    original = Optimization.step
     calls = {"n": 0}
 
     def step_that_blows_up(self, x):
@@ -139,22 +150,22 @@ def blow_up_at(monkeypatch, step: int) -> None:
                     p.fill_(float("nan"))
         return original(self, x)
 
-    monkeypatch.setattr(Objective, "step", step_that_blows_up)
+    monkeypatch.setattr(Optimization, "step", step_that_blows_up)
 
 
 def test_divergence_is_found_before_the_checkpoint_of_its_window(tmp_path, monkeypatch):
     blow_up_at(monkeypatch, 27)
     with pytest.raises(TrainingDiverged, match=r"at step 27, between steps 26 and 30 .*\(step 20\)"):
         train(tiny(steps=40, log_every=5, checkpoint_every=10), tmp_path / "run", progress=False)
-    assert torch.load(tmp_path / "run" / runs.CHECKPOINT, weights_only=True)["step"] == 20
-    assert [row["step"] for row in runs.read_metrics(tmp_path / "run")] == [5, 10, 15, 20, 25]
+    assert torch.load(tmp_path / "run" / folder.CHECKPOINT_FILE, weights_only=True)["step"] == 20
+    assert [row["step"] for row in folder.read_metrics(tmp_path / "run")] == [5, 10, 15, 20, 25]
 
 
 def test_a_checkpoint_between_log_rows_checks_the_steps_since_the_last_check(tmp_path, monkeypatch):
     blow_up_at(monkeypatch, 6)
     with pytest.raises(TrainingDiverged, match=r"at step 6, between steps 5 and 8 .*\(step 4\)"):
         train(tiny(steps=20, log_every=10, checkpoint_every=4), tmp_path / "run", progress=False)
-    assert torch.load(tmp_path / "run" / runs.CHECKPOINT, weights_only=True)["step"] == 4
+    assert torch.load(tmp_path / "run" / folder.CHECKPOINT_FILE, weights_only=True)["step"] == 4
 
 
 # ---------------------------------------------------------------------------- the batch stream
@@ -205,13 +216,13 @@ def test_resume_of_a_packed_npz_run_continues_bit_for_bit(tmp_path):
 
 def test_threads_apply_while_training_and_are_restored(tmp_path, monkeypatch):
     seen = []
-    original = Objective.step
+    original = Optimization.step
 
     def recording_step(self, x):
         seen.append(torch.get_num_threads())
         return original(self, x)
 
-    monkeypatch.setattr(Objective, "step", recording_step)
+    monkeypatch.setattr(Optimization, "step", recording_step)
     before = torch.get_num_threads()
     with torch_threads(None):
         assert torch.get_num_threads() == before

@@ -16,16 +16,18 @@ from pathlib import Path
 import pytest
 from ray_testing import assert_same_run, kill_9, last_step, ray_temp_dir, script
 
-from constrained_vae import runs
+from constrained_vae.run import folder
 
 KILLS = 20
 SWEEP_KILLS = {"slow": 6, "soak": KILLS}  # kills of the sweep under `-m slow` (CI) and `-m soak`
-RUN = ["--epsilon", "1", "--dataset", "linear-gaussian", "--spectrum", "4,2,1", "--num-samples", "256",
-       "--batch-size", "32", "--steps", "3000", "--log-every", "10", "--checkpoint-every", "50",
-       "--no-progress"]  # fmt: skip
-SWEEP = ["--epsilon", "1", "2", "--beta", "1", "--seeds", "0", "1", "--dataset", "linear-gaussian",
-         "--spectrum", "4,2,1", "--num-samples", "256", "--batch-size", "32", "--steps", "1500",
-         "--log-every", "10", "--checkpoint-every", "50", "--workers", "2", "--no-progress"]  # fmt: skip
+RUN = (
+    "--epsilon 1 --dataset linear-gaussian --spectrum 4,2,1 --num-samples 256 --batch-size 32 --steps "
+    "3000 --log-every 10 --checkpoint-every 50 --no-progress"
+).split()
+SWEEP = (
+    "--epsilon 1 2 --beta 1 --seeds 0 1 --dataset linear-gaussian --spectrum 4,2,1 --num-samples 256 "
+    "--batch-size 32 --steps 1500 --log-every 10 --checkpoint-every 50 --workers 2 --no-progress"
+).split()
 POINTS = [f"{tag}-seed{seed}" for tag in ("eps1", "eps2", "beta1") for seed in (0, 1)]
 
 
@@ -74,7 +76,7 @@ def test_a_run_killed_20_times_ends_as_the_uninterrupted_run(tmp_path, start):
     assert reference.wait() == 0, reference.communicate()
     rng, run = random.Random(12), tmp_path / "run"
     for _ in range(KILLS):
-        args = ["--resume", "run", "--no-progress"] if runs.is_started(run) else [*RUN, "--out", "run"]
+        args = ["--resume", "run", "--no-progress"] if folder.is_started(run) else [*RUN, "--out", "run"]
         kill_at_a_random_moment(start("run.py", *args), rng, lambda: last_step(run), 3000, KILLS)
     finished = start("run.py", "--resume", "run", "--no-progress")
     _, err = finished.communicate()
@@ -83,8 +85,10 @@ def test_a_run_killed_20_times_ends_as_the_uninterrupted_run(tmp_path, start):
     assert temporaries(tmp_path) == []
 
 
-@pytest.mark.parametrize("kills", [pytest.param(count, marks=getattr(pytest.mark, mark), id=f"{count}-kills")
-                                   for mark, count in SWEEP_KILLS.items()])  # fmt: skip
+@pytest.mark.parametrize(
+    "kills",
+    [pytest.param(count, marks=getattr(pytest.mark, mark), id=f"{count}-kills") for mark, count in SWEEP_KILLS.items()],
+)
 def test_a_sweep_killed_at_random_moments_ends_as_the_uninterrupted_sweep(tmp_path, start, sweep_reference, kills):
     rng, sweep = random.Random(7), tmp_path / "sweep"
 
@@ -119,6 +123,6 @@ def test_two_sweeps_into_one_folder_at_once_one_is_refused_the_other_completes(t
     assert refused_err.strip() == f"error: sweep is in use by process {winner.pid}; wait for it to finish, or stop it"
     for name in POINTS:
         assert_same_run(sweep / name, sweep_reference / name)
-        steps = [row["step"] for row in runs.read_metrics(sweep / name)]
+        steps = [row["step"] for row in folder.read_metrics(sweep / name)]
         assert steps == sorted(set(steps))  # no duplicated or out-of-order rows
     assert temporaries(tmp_path) == []

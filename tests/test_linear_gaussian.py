@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from constrained_vae.config import RunConfig
+from constrained_vae.core.linear_gaussian import active_dimensions, beta_for_rate, distortion, rate
 from constrained_vae.data.synthetic import linear_gaussian
 from constrained_vae.errors import ConfigError
-from constrained_vae.linear_gaussian import active_dimensions, beta_for_rate, distortion, rate
-from constrained_vae.training import train
+from constrained_vae.run.loop import train
+from constrained_vae.run.settings import RunConfig
 
 spectra = st.lists(st.floats(0.01, 100.0), min_size=1, max_size=8)
 

@@ -9,13 +9,15 @@ import textwrap
 import pytest
 from ray_testing import local_ray
 
-from constrained_vae import locks
-from constrained_vae.cli import run_main
+from constrained_vae.cli.run import run_main
+from constrained_vae.cli.sweep import sweep_main
 from constrained_vae.errors import FolderInUse, RunFolderError
-from constrained_vae.sweep import sweep_main
+from constrained_vae.run import locks
 
-FAST = ["--dataset", "linear-gaussian", "--spectrum", "4,2,1", "--num-samples", "256", "--steps", "20",
-        "--batch-size", "32", "--log-every", "5", "--no-progress"]  # fmt: skip
+FAST = (
+    "--dataset linear-gaussian --spectrum 4,2,1 --num-samples 256 --steps 20 --batch-size 32 --log-every "
+    "5 --no-progress"
+).split()
 
 
 def files_of(folder):
@@ -49,15 +51,20 @@ def test_a_folder_made_for_a_writer_that_wrote_nothing_is_removed_again(tmp_path
 
 def test_the_lock_goes_with_its_process_even_on_kill_9(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
-            from constrained_vae import locks
+            from constrained_vae.run import locks
             with locks.hold({str(tmp_path / "run")!r}):
                 print("held", flush=True)
                 time.sleep(60)
-        """)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(FolderInUse, match=f"process {holder.pid}"):
         with locks.hold(tmp_path / "run"):
@@ -129,7 +136,7 @@ def test_a_sweep_point_held_by_another_process_fails_alone(tmp_path, monkeypatch
 
 
 def test_figures_of_a_run_another_process_holds_are_refused(tmp_path, monkeypatch, capsys):
-    from constrained_vae.figures import FIGURES_DIR, write_figures
+    from constrained_vae.plots.run_figures import FIGURES_DIR, write_figures
 
     monkeypatch.chdir(tmp_path)
     assert run_main(["--epsilon", "1", *FAST, "--out", "r"]) == 0
@@ -141,13 +148,29 @@ def test_figures_of_a_run_another_process_holds_are_refused(tmp_path, monkeypatc
 
 
 def test_evaluating_a_run_another_process_holds_is_refused(tmp_path, monkeypatch, capsys):
-    from constrained_vae.evaluation import evaluate_paths
-    from constrained_vae.runs import SCORES
+    from constrained_vae.evaluation.scoring import evaluate_paths
+    from constrained_vae.run.folder import SCORES_FILE
 
     monkeypatch.chdir(tmp_path)
-    assert run_main(["--epsilon", "1", "--dataset", "dsprites", "--steps", "2", "--batch-size", "8", "--out", "r",
-                     "--no-progress"]) == 0  # fmt: skip
+    assert (
+        run_main(
+            [
+                "--epsilon",
+                "1",
+                "--dataset",
+                "dsprites",
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--out",
+                "r",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with locks.hold(tmp_path / "r"):
         with pytest.raises(FolderInUse, match=f"r is in use by process {os.getpid()}"):
             evaluate_paths([tmp_path / "r"])
-    assert not (tmp_path / "r" / SCORES).exists()
+    assert not (tmp_path / "r" / SCORES_FILE).exists()

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis.extra.numpy import arrays
 from torch import distributions as D
 
-from constrained_vae import losses
+from constrained_vae.core import losses
 
 finite = dict(allow_nan=False, allow_infinity=False)
 

@@ -22,9 +22,14 @@ import pytest
 import scipy.stats
 from sklearn.ensemble import GradientBoostingClassifier
 
-from constrained_vae import metrics
 from constrained_vae.data.dsprites import FACTOR_SIZES, DSprites
-from constrained_vae.metrics import FactorGrid, oracle_representation, random_representation, sprite_centroid
+from constrained_vae.evaluation import metrics
+from constrained_vae.evaluation.references import (
+    FactorGrid,
+    oracle_representation,
+    random_representation,
+    sprite_centroid,
+)
 
 SMALL = {
     "betavae_score": dict(batch_size=16, num_train=300, num_eval=200),
@@ -138,7 +143,7 @@ def test_the_same_seed_gives_the_same_scores_and_another_seed_other_draws(metric
 
 def test_chunked_encoding_sees_every_observation_once(monkeypatch):
     """Batches larger than one representation call are split, and the codes come back in order."""
-    monkeypatch.setattr(metrics, "OBSERVATIONS_PER_CALL", 7)
+    monkeypatch.setattr(metrics.sampling, "OBSERVATIONS_PER_CALL", 7)
     calls = []
 
     def representation(x):
@@ -146,7 +151,7 @@ def test_chunked_encoding_sees_every_observation_once(monkeypatch):
         return x[:, :1] * 2.0
 
     factors = np.arange(40).reshape(20, 2) % 5
-    codes = metrics._codes_of(representation, FactorGrid([5, 5]), factors)
+    codes = metrics.sampling.codes_of(representation, FactorGrid([5, 5]), factors)
     assert calls == [7, 7, 6]
     np.testing.assert_array_equal(codes[:, 0], factors[:, 0] * 2.0)
 
@@ -222,7 +227,7 @@ def test_a_representation_with_the_wrong_rows_or_nan_or_shape_is_refused():
 
 
 def test_a_representation_whose_code_size_changes_is_refused(monkeypatch):
-    monkeypatch.setattr(metrics, "OBSERVATIONS_PER_CALL", 10)
+    monkeypatch.setattr(metrics.sampling, "OBSERVATIONS_PER_CALL", 10)
     sizes = iter(range(1, 1000))
     with pytest.raises(ValueError, match="changed its code size"):
         metrics.mig(lambda x: np.zeros((x.shape[0], next(sizes))), FactorGrid([3, 4]), num_train=30)
@@ -295,9 +300,12 @@ def test_dci_defaults_to_disentanglement_libs_gradient_boosting_and_matches_its_
     rng = np.random.default_rng(seed)  # the protocol's draws: training factors, then test factors
     train_factors, test_factors = grid.sample_factors(300, rng), grid.sample_factors(200, rng)
     reference = disentanglement_lib_dci(
-        representation(grid.observations(train_factors)), train_factors,
-        representation(grid.observations(test_factors)), test_factors, seed,
-    )  # fmt: skip
+        representation(grid.observations(train_factors)),
+        train_factors,
+        representation(grid.observations(test_factors)),
+        test_factors,
+        seed,
+    )
     for key, value in reference.items():
         np.testing.assert_allclose(ours[key], value, rtol=0, atol=1e-12, err_msg=key)
     assert 0.1 < ours["disentanglement"] < 0.9  # mid-range, where a different predictor would show
@@ -311,10 +319,16 @@ def test_dci_fits_the_factors_in_parallel_with_the_same_scores_as_in_series():
     grid = FactorGrid([3, 5, 4])
     for predictor in metrics.DCI_PREDICTORS:
         scores = [
-            metrics.dci(oracle_representation([3, 5, 4], seed=1, rotate=True, noise=0.0), grid,
-                        num_train=300, num_test=200, predictor=predictor, n_jobs=n_jobs)
+            metrics.dci(
+                oracle_representation([3, 5, 4], seed=1, rotate=True, noise=0.0),
+                grid,
+                num_train=300,
+                num_test=200,
+                predictor=predictor,
+                n_jobs=n_jobs,
+            )
             for n_jobs in (1, 2)
-        ]  # fmt: skip
+        ]
         assert scores[0] == scores[1], predictor
     with pytest.raises(ValueError, match="n_jobs must be a non-zero integer"):
         metrics.dci(random_representation(2), grid, num_train=30, num_test=30, n_jobs=0)
@@ -353,9 +367,11 @@ def test_the_published_boosted_trees_keep_dcis_calibration():
     boosted = {
         name: score("dci", representation, predictor="boosting")
         for name, representation in (
-            ("oracle", oracle()), ("rotated", oracle(rotate=True)), ("random", random_representation(10, seed=2))
+            ("oracle", oracle()),
+            ("rotated", oracle(rotate=True)),
+            ("random", random_representation(10, seed=2)),
         )
-    }  # fmt: skip
+    }
     for key in ("disentanglement", "completeness", "informativeness"):
         assert boosted["oracle"][key] > 0.95, key
     assert boosted["rotated"]["disentanglement"] < boosted["oracle"]["disentanglement"] - 0.5

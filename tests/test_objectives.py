@@ -7,8 +7,9 @@ import pytest
 import torch
 from hypothesis import example, given
 
-from constrained_vae.models import BernoulliLikelihood, GaussianLikelihood, build_vae
-from constrained_vae.objectives import KLConstrainedProblem, build_objective, vae_terms
+from constrained_vae.core.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from constrained_vae.core.models import build_vae
+from constrained_vae.core.objectives import KLConstrainedProblem, objective_settings, vae_terms
 
 
 def small_vae(kind="mlp", features=12, latent_dim=3, seed=0):
@@ -34,11 +35,11 @@ def test_lagrangian_at_lambda_equal_beta_has_the_fixed_beta_gradient(beta, seed,
         return grads(model.parameters())
 
     constrained = gradient_of(
-        lambda m: build_objective(
-            m, BernoulliLikelihood(), epsilon=epsilon, multiplier_init=beta, dual_update="gradient"
+        lambda m: objective_settings(epsilon=epsilon, multiplier_init=beta, dual_update="gradient").build(
+            m, BernoulliLikelihood()
         )
     )
-    fixed = gradient_of(lambda m: build_objective(m, BernoulliLikelihood(), beta=beta))
+    fixed = gradient_of(lambda m: objective_settings(beta=beta).build(m, BernoulliLikelihood()))
     for g_constrained, g_fixed in zip(constrained, fixed, strict=True):
         torch.testing.assert_close(g_constrained, g_fixed, rtol=1e-10, atol=1e-10)
 
@@ -66,8 +67,8 @@ def test_the_dual_lagrangian_gradient_in_lambda_is_kl_minus_epsilon(lam, epsilon
 def test_lambda_stays_non_negative_after_any_number_of_dual_steps(lam0, dual_lr, kls):
     """Feed the dual step arbitrary KL values (huge violations either way); λ ≥ 0 always."""
     model = small_vae().float()
-    objective = build_objective(
-        model, BernoulliLikelihood(), epsilon=1.0, dual_lr=dual_lr, multiplier_init=lam0, dual_update="gradient"
+    objective = objective_settings(epsilon=1.0, dual_lr=dual_lr, multiplier_init=lam0, dual_update="gradient").build(
+        model, BernoulliLikelihood()
     )
     problem = objective.problem
     weight = problem.kl_constraint.multiplier.weight
@@ -86,8 +87,8 @@ def test_lambda_stays_non_negative_after_any_number_of_dual_steps(lam0, dual_lr,
 
 def test_a_full_step_moves_lambda_by_dual_lr_times_the_violation():
     model = small_vae().float()
-    objective = build_objective(
-        model, BernoulliLikelihood(), epsilon=0.5, dual_lr=0.1, multiplier_init=2.0, dual_update="gradient"
+    objective = objective_settings(epsilon=0.5, dual_lr=0.1, multiplier_init=2.0, dual_update="gradient").build(
+        model, BernoulliLikelihood()
     )
     x = torch.rand(16, 12).round()
     terms = objective.step(x)
@@ -101,20 +102,20 @@ def test_a_full_step_moves_lambda_by_dual_lr_times_the_violation():
 
 def test_fixed_beta_step_reports_beta_as_the_multiplier_and_the_beta_loss():
     model = small_vae().float()
-    objective = build_objective(model, BernoulliLikelihood(), beta=4.0)
+    objective = objective_settings(beta=4.0).build(model, BernoulliLikelihood())
     terms = SimpleNamespace(
         **{k: v if v is None else float(v) for k, v in vars(objective.step(torch.rand(16, 12).round())).items()}
     )
     assert terms.budget is None
     assert terms.multiplier == 4.0
     assert terms.loss == pytest.approx(terms.nll + 4.0 * terms.kl, rel=1e-5)
-    assert objective.mode == "fixed-beta"
+    assert objective.settings.name == "fixed-beta"
 
 
 def test_learned_sigma_is_a_primal_parameter():
     model = small_vae(kind="linear").float()
     likelihood = GaussianLikelihood(sigma=2.0, learn_sigma=True)
-    objective = build_objective(model, likelihood, epsilon=1.0, lr=0.05)
+    objective = objective_settings(epsilon=1.0).build(model, likelihood, lr=0.05)
     before = likelihood.sigma
     for _ in range(5):
         objective.step(torch.randn(32, 12) * 0.1)

@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 from ray_testing import assert_same_run, last_step, local_ray, lock_pid, ray_temp_dir, wait_for
 
-from constrained_vae.sweep import sweep_main
+from constrained_vae.cli.sweep import sweep_main
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = ["--dataset", "linear-gaussian", "--spectrum", "4,2,1", "--num-samples", "256", "--batch-size", "32",
-       "--steps", "1500", "--log-every", "10", "--checkpoint-every", "100", "--no-progress"]  # fmt: skip
-GRID = ["--epsilon", "1", "2", "--beta", "1", "2", "--seeds", "0", "1"]
+RUN = (
+    "--dataset linear-gaussian --spectrum 4,2,1 --num-samples 256 --batch-size 32 --steps 1500 "
+    "--log-every 10 --checkpoint-every 100 --no-progress"
+).split()
+GRID = "--epsilon 1 2 --beta 1 2 --seeds 0 1".split()
 NAMES = [f"{tag}-seed{seed}" for tag in ("eps1", "eps2", "beta1", "beta2") for seed in (0, 1)]
 VICTIM = "eps1-seed0"  # the point whose worker is killed
 
@@ -107,8 +109,11 @@ def ray_node(*args: str, temp_dir: Path, env: dict[str, str]) -> subprocess.Pope
     with open(temp_dir / "start.log", "w") as log:
         return subprocess.Popen(
             ["ray", "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={temp_dir}", *args],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
 
 
 def started(node: subprocess.Popen, temp_dir: Path) -> bool:
@@ -128,8 +133,15 @@ def test_a_sweep_joins_a_two_node_cluster_runs_points_on_both_and_leaves_it_runn
     with ray_temp_dir() as temp:
         nodes = []
         try:
-            nodes.append(ray_node("--head", f"--port={address.split(':')[1]}", "--include-dashboard=false",
-                                  temp_dir=temp / "head", env=env))  # fmt: skip
+            nodes.append(
+                ray_node(
+                    "--head",
+                    f"--port={address.split(':')[1]}",
+                    "--include-dashboard=false",
+                    temp_dir=temp / "head",
+                    env=env,
+                )
+            )
             wait_for(lambda: started(nodes[0], temp / "head"), 120, "the head node")
             nodes.append(ray_node(f"--address={address}", temp_dir=temp / "second", env=env))
             wait_for(lambda: started(nodes[1], temp / "second"), 120, "the second node")
@@ -137,8 +149,12 @@ def test_a_sweep_joins_a_two_node_cluster_runs_points_on_both_and_leaves_it_runn
             command += ["--address", address]
             done = subprocess.run(
                 [sys.executable, str(ROOT / "experiments" / "sweep.py"), *command],
-                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-            )  # fmt: skip
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert done.returncode == 0, done.stderr
             assert all(node.poll() is None for node in nodes)  # the sweep left the cluster it joined running
         finally:
@@ -156,7 +172,7 @@ def test_a_sweep_joins_a_two_node_cluster_runs_points_on_both_and_leaves_it_runn
 def test_a_sweep_with_no_ray_to_join_starts_one_in_its_process_and_shuts_it_down(tmp_path):
     code = f"""
 import os, ray
-from constrained_vae.sweep import sweep_main
+from constrained_vae.cli.sweep import sweep_main
 assert not ray.is_initialized()
 status = sweep_main({["--out", "sweep", "--epsilon", "1", *RUN, "--steps", "20", "--workers", "2"]!r})
 children = [p for p in os.listdir("/proc") if p.isdigit() and open(f"/proc/{{p}}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
@@ -164,8 +180,12 @@ print(status, ray.is_initialized(), len(children))
 """  # noqa: E501
     with ray_temp_dir() as temp:
         done = subprocess.run(
-            [sys.executable, "-c", code], cwd=tmp_path, env=os.environ | {"RAY_TMPDIR": str(temp)},
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=os.environ | {"RAY_TMPDIR": str(temp)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "0 False 0"  # finished; Ray shut down, none of its processes left

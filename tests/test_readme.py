@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from constrained_vae.cli import run_parser
-from constrained_vae.sweep import sweep_parser
+from constrained_vae.cli.run import run_parser
+from constrained_vae.cli.sweep import sweep_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,20 +11,46 @@ import pandas as pd
 import pytest
 from ray_testing import local_ray
 
-from constrained_vae import locks, runs, study
-from constrained_vae.cli import run_parser, settings_from_args
-from constrained_vae.config import RunConfig
+from constrained_vae.analysis.study import bootstrap_interval, paired_comparison, sign_test
+from constrained_vae.cli import study
+from constrained_vae.cli.common import settings_from_args
+from constrained_vae.cli.run import run_parser
+from constrained_vae.cli.study_analysis import analysis_main
 from constrained_vae.errors import ConfigError
-from constrained_vae.study_analysis import analysis_main, bootstrap_interval, paired_comparison, sign_test
+from constrained_vae.run import folder, locks
+from constrained_vae.run.settings import RunConfig
+from constrained_vae.sweeps.study import STUDY_FILE, SWEEP_DIR
 
 # 2 β × 2 seeds, then their 2 matched ε × 2 seeds: 8 dSprites runs of 4 steps, scored on MIG at a tiny size.
 TINY = [
-    "--betas", "1", "4", "--extra-epsilons", "--seeds", "0", "1",
-    "--steps", "4", "--batch-size", "8", "--log-every", "2", "--checkpoint-every", "2", "--workers", "2",
-    "--no-progress", "--eval-metrics", "mig", "--eval-num-train", "40", "--eval-device", "cpu",
-    # Fixed-β runs record the dataset's dual lr (unused), constrained ones the log rule's 0.01: given, they agree.
-    "--dual-lr", "0.01",
-]  # fmt: skip
+    "--betas",
+    "1",
+    "4",
+    "--extra-epsilons",
+    "--seeds",
+    "0",
+    "1",
+    "--steps",
+    "4",
+    "--batch-size",
+    "8",
+    "--log-every",
+    "2",
+    "--checkpoint-every",
+    "2",
+    "--workers",
+    "2",
+    "--no-progress",
+    "--eval-metrics",
+    "mig",
+    "--eval-num-train",
+    "40",
+    "--eval-device",
+    "cpu",
+    # A multiplier setting: the ε points take it, the β points drop it.
+    "--dual-lr",
+    "0.01",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +69,7 @@ def finished_study(tmp_path_factory):
     with local_ray(num_cpus=2), pytest.MonkeyPatch.context() as patch:
         patch.setattr(study, "sweep_main", interrupted_second_phase)
         stopped = study.study_main(["--out", str(out), *TINY])
-        recorded = json.loads((out / study.STUDY_FILE).read_text())
+        recorded = json.loads((out / STUDY_FILE).read_text())
         finished = study.study_main(["--out", str(out), *TINY])
     return out, stopped, recorded, finished, calls
 
@@ -63,25 +89,27 @@ def test_a_preset_fills_the_settings_not_given_and_is_recorded():
 def test_the_study_trains_fixed_then_matched_runs_and_continues_after_an_interruption(finished_study):
     out, stopped, recorded, finished, calls = finished_study
     assert stopped == 130 and finished == 0
-    sweep = out / study.SWEEP_DIR
-    kls = {b: [runs.read_summary(sweep / f"beta{b}-seed{s}")["kl"] for s in (0, 1)] for b in (1, 4)}
+    sweep = out / SWEEP_DIR
+    kls = {b: [folder.read_summary(sweep / f"beta{b}-seed{s}")["kl"] for s in (0, 1)] for b in (1, 4)}
     expected = {f"{b}": float(f"{sum(v) / 2:.3g}") for b, v in kls.items()}
     assert recorded["matched_epsilon"] == expected  # recorded before phase 2 started
     assert "--epsilon" not in calls[0] and "--epsilon" in calls[1]
     assert calls[2][: calls[2].index("--out")] == calls[1][: calls[1].index("--out")]  # no phase 1 on resume
-    names = sorted(p.name for p in sweep.iterdir() if (p / runs.SUMMARY).exists())
-    assert names == sorted([f"beta{b}-seed{s}" for b in (1, 4) for s in (0, 1)]
-                           + [f"eps{e:g}-seed{s}" for e in expected.values() for s in (0, 1)])  # fmt: skip
-    config = runs.read_config(sweep / names[0])
+    names = sorted(p.name for p in sweep.iterdir() if (p / folder.SUMMARY_FILE).exists())
+    assert names == sorted(
+        [f"beta{b}-seed{s}" for b in (1, 4) for s in (0, 1)]
+        + [f"eps{e:g}-seed{s}" for e in expected.values() for s in (0, 1)]
+    )
+    config = folder.read_config(sweep / names[0])
     assert (config.preset, config.steps, config.lr) == ("locatello2019", 4, 1e-4)
     for name in names:
-        scores = runs.read_scores(sweep / name)
+        scores = folder.read_scores(sweep / name)
         assert scores["step"] == 4 and scores["protocols"]["mig"]["num_train"] == 40
 
 
 def test_rerunning_a_finished_study_trains_and_scores_nothing(finished_study, capsys):
     out = finished_study[0]
-    files = [p for p in (out / study.SWEEP_DIR).rglob("*") if p.is_file() and not locks.is_bookkeeping(p)]
+    files = [p for p in (out / SWEEP_DIR).rglob("*") if p.is_file() and not locks.is_bookkeeping(p)]
     before = {p: p.stat().st_mtime_ns for p in files}
     assert study.study_main(["--out", str(out), *TINY]) == 0
     assert "0 run(s) scored now" in capsys.readouterr().out
@@ -91,10 +119,10 @@ def test_rerunning_a_finished_study_trains_and_scores_nothing(finished_study, ca
 
 def test_another_plan_in_the_same_folder_is_refused_before_anything_runs(finished_study, tmp_path, capsys):
     out = finished_study[0]
-    record = (out / study.STUDY_FILE).read_text()
+    record = (out / STUDY_FILE).read_text()
     assert study.study_main(["--out", str(out), *TINY, "--seeds", "0"]) == 2
     assert "holds a study of" in capsys.readouterr().err
-    assert (out / study.STUDY_FILE).read_text() == record
+    assert (out / STUDY_FILE).read_text() == record
     assert study.study_main(["--out", str(tmp_path / "s"), *TINY, "--beta", "2"]) == 2
     assert "--beta: the study sets these" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
@@ -118,7 +146,7 @@ def test_a_bad_flag_for_the_sweeps_is_refused_before_the_study_folder_is_written
 
 def test_the_analysis_writes_the_table_the_paired_comparison_the_map_and_the_figures(finished_study, capsys):
     out = finished_study[0]
-    assert analysis_main([str(out), "--select-by", "mig.mig", "--reference", str(out / study.SWEEP_DIR)]) == 0
+    assert analysis_main([str(out), "--select-by", "mig.mig", "--reference", str(out / SWEEP_DIR)]) == 0
     report = capsys.readouterr().out
     assert "SHORTENED from locatello2019's published 300,000" in report
     analysis = out / "analysis"
@@ -130,8 +158,13 @@ def test_the_analysis_writes_the_table_the_paired_comparison_the_map_and_the_fig
     assert pooled.loc["mig.mig", "n_pairs"] == 4 and pooled.loc["kl", "ci_low"] <= pooled.loc["kl", "ci_high"]
     maps = pd.read_csv(analysis / "epsilon_beta_map.csv")
     np.testing.assert_allclose(maps["beta_dual"], maps["ref_beta_dual"])  # the reference is the study itself
-    for name in ("scores_against_kl", "training_curves", "effective_beta", "traversals-fixed-beta",
-                 "traversals-constrained"):  # fmt: skip
+    for name in (
+        "scores_against_kl",
+        "training_curves",
+        "effective_beta",
+        "traversals-fixed-beta",
+        "traversals-constrained",
+    ):
         assert (analysis / f"{name}.png").stat().st_size > 0
 
 
@@ -144,10 +177,15 @@ def test_the_sign_test_and_the_bootstrap_interval():
 
 
 def test_the_paired_comparison_takes_constrained_minus_fixed_per_beta_and_pooled():
-    pairs = pd.DataFrame({
-        "beta": [1.0, 1.0, 4.0, 4.0], "epsilon": [20.0, 20.0, 10.0, 10.0], "seed": [0, 1, 0, 1],
-        "fixed.mig.mig": [0.1, 0.2, 0.3, 0.4], "constrained.mig.mig": [0.2, 0.3, 0.3, 0.6],
-    })  # fmt: skip
+    pairs = pd.DataFrame(
+        {
+            "beta": [1.0, 1.0, 4.0, 4.0],
+            "epsilon": [20.0, 20.0, 10.0, 10.0],
+            "seed": [0, 1, 0, 1],
+            "fixed.mig.mig": [0.1, 0.2, 0.3, 0.4],
+            "constrained.mig.mig": [0.2, 0.3, 0.3, 0.6],
+        }
+    )
     table = paired_comparison(pairs, ["mig.mig"]).set_index("beta", drop=False)
     assert table.loc[1.0, "mean_difference"] == pytest.approx(0.1)
     assert table.loc[1.0, "epsilon"] == 20.0

@@ -18,14 +18,16 @@ import ray
 import torch
 from ray_testing import last_step, local_ray, ray_temp_dir, script, wait_for
 
-from constrained_vae import locks, runs
-from constrained_vae import sweep as sweep_module
-from constrained_vae.sweep import Grid, Point, Resources, Task, sweep_main, sweep_parser, train_point
+from constrained_vae.cli.sweep import sweep_main, sweep_parser
+from constrained_vae.run import folder, locks
+from constrained_vae.sweeps import runner as sweep_module
+from constrained_vae.sweeps.grid import Grid, Point
+from constrained_vae.sweeps.ray_executor import Resources, train_point
+from constrained_vae.sweeps.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--dataset", "linear-gaussian", "--spectrum", "4,2,1", "--num-samples", "256", "--steps", "20",
-        "--batch-size", "32", "--log-every", "5"]  # fmt: skip
-GRID = ["--epsilon", "1", "2", "--beta", "1", "--seeds", "0", "1"]
+FAST = "--dataset linear-gaussian --spectrum 4,2,1 --num-samples 256 --steps 20 --batch-size 32 --log-every 5".split()
+GRID = "--epsilon 1 2 --beta 1 --seeds 0 1".split()
 NAMES = ["eps1-seed0", "eps1-seed1", "eps2-seed0", "eps2-seed1", "beta1-seed0", "beta1-seed1"]
 JOIN = ["--cpus-per-run", "1", "--address"]  # and the module Ray's address
 
@@ -45,7 +47,7 @@ def files_of(folder):
 
 def numbers(run_dir):
     """metrics.csv without the wall-clock column."""
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in runs.read_metrics(run_dir)]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in folder.read_metrics(run_dir)]
 
 
 def statuses(stdout):
@@ -96,12 +98,15 @@ def test_a_grid_makes_one_run_folder_per_point_and_a_sweep_record(finished_sweep
     assert record["points"][0] == {"name": "eps1-seed0", "mode": "constrained", "epsilon": 1.0, "beta": None, "seed": 0}
     assert record["points"][5] == {"name": "beta1-seed1", "mode": "fixed-beta", "epsilon": None, "beta": 1.0, "seed": 1}
     for point in record["points"]:
-        summary = runs.read_summary(path / point["name"])
+        summary = folder.read_summary(path / point["name"])
         assert summary["steps"] == 20
         assert (summary["mode"], summary["epsilon"], summary["beta"], summary["seed"]) == (
-            point["mode"], point["epsilon"], point["beta"], point["seed"],
-        )  # fmt: skip
-    from constrained_vae.tradeoff import load_sweep
+            point["mode"],
+            point["epsilon"],
+            point["beta"],
+            point["seed"],
+        )
+    from constrained_vae.analysis.sweep_table import load_sweep
 
     assert len(load_sweep(path).runs) == 6  # what the analysis reads
     assert ray.is_initialized() and len(ray.nodes()) == 1  # the script left the Ray it joined running
@@ -132,10 +137,10 @@ def test_ctrl_c_stops_every_point_at_its_step_and_the_next_run_resumes_them_exac
         _, err = running.communicate(timeout=120)
     assert running.returncode == 130, err
     assert "interrupted: re-run the same command to finish the sweep in stopped" in err
-    finished = {name: (stopped / name / runs.SUMMARY).exists() for name in names}
+    finished = {name: (stopped / name / folder.SUMMARY_FILE).exists() for name in names}
     assert not all(finished.values())
     for name in (name for name in names if not finished[name]):
-        step = torch.load(stopped / name / runs.CHECKPOINT, weights_only=True)["step"]
+        step = torch.load(stopped / name / folder.CHECKPOINT_FILE, weights_only=True)["step"]
         assert 50 <= step < 1000 and step % 400 != 0  # written at the step it was stopped, not a scheduled one
         assert last_step(stopped / name) <= step
     assert not (stopped / "failures.json").exists()
@@ -146,19 +151,19 @@ def test_ctrl_c_stops_every_point_at_its_step_and_the_next_run_resumes_them_exac
     for name in names:
         assert numbers(stopped / name) == numbers(tmp_path / "straight" / name)
         resumed, uninterrupted = (
-            runs.read_summary(p / name) | {"seconds": None} for p in (stopped, tmp_path / "straight")
+            folder.read_summary(p / name) | {"seconds": None} for p in (stopped, tmp_path / "straight")
         )
         assert resumed == uninterrupted
 
 
 def test_a_point_stopped_before_its_first_checkpoint_is_started_afresh(sweep_copy, capsys):
     point = sweep_copy / "eps2-seed1"
-    (point / runs.CHECKPOINT).unlink()
-    (point / runs.SUMMARY).unlink()
+    (point / folder.CHECKPOINT_FILE).unlink()
+    (point / folder.SUMMARY_FILE).unlink()
     assert sweep_in_process(sweep_copy, *GRID) == 0
     assert statuses(capsys.readouterr().out) == dict.fromkeys(NAMES, "skipped") | {"eps2-seed1": "done"}
-    assert [row["step"] for row in runs.read_metrics(point)] == [5, 10, 15, 20]
-    assert runs.read_summary(point)["steps"] == 20
+    assert [row["step"] for row in folder.read_metrics(point)] == [5, 10, 15, 20]
+    assert folder.read_summary(point)["steps"] == 20
 
 
 def test_a_diverging_point_is_reported_and_recorded_and_the_others_finish(tmp_path, capsys):
@@ -169,13 +174,13 @@ def test_a_diverging_point_is_reported_and_recorded_and_the_others_finish(tmp_pa
     assert "failed: beta1e+39-seed0: TrainingDiverged: training diverged at step 1" in stdout
     failures = json.loads((out / "failures.json").read_text())
     assert list(failures) == ["beta1e+39-seed0"] and failures["beta1e+39-seed0"].startswith("TrainingDiverged: ")
-    assert runs.read_summary(out / "eps1-seed0")["steps"] == 20
-    assert runs.read_summary(out / "beta1-seed0")["steps"] == 20
+    assert folder.read_summary(out / "eps1-seed0")["steps"] == 20
+    assert folder.read_summary(out / "beta1-seed0")["steps"] == 20
     assert ray.is_initialized()  # the sweep leaves the Ray of its process running
 
 
 def test_a_failure_is_cleared_when_the_point_later_succeeds(sweep_copy, capsys):
-    (sweep_copy / "eps2-seed0" / runs.SUMMARY).unlink()  # the point needs resuming
+    (sweep_copy / "eps2-seed0" / folder.SUMMARY_FILE).unlink()  # the point needs resuming
     with locks.hold(sweep_copy / "eps2-seed0"):  # and someone else (a run.py --resume) holds it
         assert sweep_in_process(sweep_copy, *GRID) == 1
     reason = (
@@ -269,7 +274,7 @@ def test_a_sweep_with_other_run_settings_is_refused(sweep_copy, capsys):
 
 def test_a_rerun_may_change_the_settings_a_resumed_run_may_change(sweep_copy, capsys):
     """As with ``run.py --resume``: the point still to train takes them, and sweep.json records the new command."""
-    (sweep_copy / "eps1-seed0" / runs.SUMMARY).unlink()  # a point to resume
+    (sweep_copy / "eps1-seed0" / folder.SUMMARY_FILE).unlink()  # a point to resume
     assert sweep_in_process(sweep_copy, *GRID, "--checkpoint-every", "10", "--lr", "0.001") == 2
     assert "other run settings (differs in --lr)" in capsys.readouterr().err  # --lr alone is named
     assert sweep_in_process(sweep_copy, *GRID, "--checkpoint-every", "10", "--log-every", "10") == 0
@@ -279,15 +284,25 @@ def test_a_rerun_may_change_the_settings_a_resumed_run_may_change(sweep_copy, ca
     record = json.loads((sweep_copy / "sweep.json").read_text())
     assert record["run_settings"]["checkpoint_every"] == 10 and record["run_settings"]["log_every"] == 10
     assert record["command"] == [
-        "experiments/sweep.py", "--out", str(sweep_copy), *FAST, *GRID, "--checkpoint-every", "10", "--log-every",
-        "10", "--workers", "1", "--no-progress",
-    ]  # fmt: skip
-    assert json.loads((sweep_copy / "eps1-seed0" / runs.CONFIG).read_text())["log_every"] == 10
+        "experiments/sweep.py",
+        "--out",
+        str(sweep_copy),
+        *FAST,
+        *GRID,
+        "--checkpoint-every",
+        "10",
+        "--log-every",
+        "10",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
+    assert json.loads((sweep_copy / "eps1-seed0" / folder.CONFIG_FILE).read_text())["log_every"] == 10
 
 
 def test_a_grid_that_only_adds_points_extends_the_sweep(sweep_copy, capsys):
     # --lr 0.005 is the linear-gaussian default: the same run settings, spelled out.
-    grid = ["--epsilon", "1", "2", "--beta", "1", "--seeds", "0", "1", "2", "--lr", "0.005"]
+    grid = "--epsilon 1 2 --beta 1 --seeds 0 1 2 --lr 0.005".split()
     assert sweep_in_process(sweep_copy, *grid) == 0
     stdout = capsys.readouterr().out
     assert "extending the sweep" in stdout and "by 3 points" in stdout
@@ -296,8 +311,15 @@ def test_a_grid_that_only_adds_points_extends_the_sweep(sweep_copy, capsys):
     record = json.loads((sweep_copy / "sweep.json").read_text())
     assert record["grid"]["seeds"] == [0, 1, 2] and len(record["points"]) == 9
     assert record["command"] == [
-        "experiments/sweep.py", "--out", str(sweep_copy), *FAST, *grid, "--workers", "1", "--no-progress",
-    ]  # fmt: skip
+        "experiments/sweep.py",
+        "--out",
+        str(sweep_copy),
+        *FAST,
+        *grid,
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
 
 
 def test_out_must_be_new_empty_or_a_sweep_and_its_points_this_sweeps(sweep_copy, tmp_path, capsys):

@@ -12,21 +12,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from constrained_vae import runs
-from constrained_vae.config import RunConfig
-from constrained_vae.errors import SweepError
-from constrained_vae.linear_gaussian import beta_for_rate, distortion, rate
-from constrained_vae.tradeoff import (
-    Sweep,
+from constrained_vae.analysis.epsilon_beta import (
     epsilon_for_beta,
     fit_rate_distortion,
     inverse_fixed_beta,
-    load_sweep,
     slope_estimate,
     tradeoff_table,
 )
-from constrained_vae.tradeoff_figures import write_tradeoff_analysis
-from constrained_vae.training import train
+from constrained_vae.analysis.sweep_table import Sweep, load_sweep
+from constrained_vae.core.linear_gaussian import beta_for_rate, distortion, rate
+from constrained_vae.errors import SweepError
+from constrained_vae.plots.tradeoff import write_tradeoff_analysis
+from constrained_vae.run import folder
+from constrained_vae.run.loop import train
+from constrained_vae.run.settings import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECTRUM = [16.0, 8.0, 4.0, 2.0, 1.0]
@@ -41,13 +40,33 @@ def synthetic_sweep(noise: float = 0.0, seeds=(0, 1, 2), rng_seed: int = 0) -> S
     for seed in seeds:
         for eps in EPSILONS:
             beta = beta_for_rate(eps, SPECTRUM)
-            rows.append(dict(name=f"eps{eps:g}-seed{seed}", mode="constrained", epsilon=eps, beta=None, seed=seed,
-                             kl=eps + rng.normal(0, noise / 5), nll=distortion(beta, SPECTRUM) + rng.normal(0, noise),
-                             multiplier=beta * (1 + rng.normal(0, noise)), constraint_satisfied=True))  # fmt: skip
+            rows.append(
+                dict(
+                    name=f"eps{eps:g}-seed{seed}",
+                    mode="constrained",
+                    epsilon=eps,
+                    beta=None,
+                    seed=seed,
+                    kl=eps + rng.normal(0, noise / 5),
+                    nll=distortion(beta, SPECTRUM) + rng.normal(0, noise),
+                    multiplier=beta * (1 + rng.normal(0, noise)),
+                    constraint_satisfied=True,
+                )
+            )
         for beta in BETAS:
-            rows.append(dict(name=f"beta{beta:g}-seed{seed}", mode="fixed-beta", epsilon=None, beta=beta, seed=seed,
-                             kl=rate(beta, SPECTRUM) + rng.normal(0, noise), nll=distortion(beta, SPECTRUM),
-                             multiplier=beta, constraint_satisfied=None))  # fmt: skip
+            rows.append(
+                dict(
+                    name=f"beta{beta:g}-seed{seed}",
+                    mode="fixed-beta",
+                    epsilon=None,
+                    beta=beta,
+                    seed=seed,
+                    kl=rate(beta, SPECTRUM) + rng.normal(0, noise),
+                    nll=distortion(beta, SPECTRUM),
+                    multiplier=beta,
+                    constraint_satisfied=None,
+                )
+            )
     settings = dict(dataset="linear-gaussian", spectrum=SPECTRUM, sigma=1.0, learn_sigma=False)
     return Sweep(Path("synthetic"), pd.DataFrame(rows), settings)
 
@@ -186,7 +205,7 @@ def test_bad_sweep_folders_are_refused(tmp_path, tiny_sweep):
     mixed.mkdir()
     for run in ("eps1-seed0", "beta1-seed0"):
         (mixed / run).mkdir()
-        for f in (runs.CONFIG, runs.SUMMARY, runs.METRICS):
+        for f in (folder.CONFIG_FILE, folder.SUMMARY_FILE, folder.TRAINING_LOG):
             (mixed / run / f).write_bytes((tiny_sweep / run / f).read_bytes())
     train(RunConfig(epsilon=2.0, **(TINY | {"spectrum": [9.0, 1.0]})), mixed / "eps2-seed0", progress=False)
     with pytest.raises(SweepError, match=r"mixed-up sweep.*spectrum"):
@@ -200,9 +219,13 @@ def small_linear_gaussian_sweep(tmp_path_factory):
     """A real, converged linear-Gaussian sweep at small size (10 runs of 1,500 steps, ~15 s)."""
     sweep = tmp_path_factory.mktemp("lg-sweep")
     settings = dict(
-        dataset="linear-gaussian", spectrum=[9.0, 3.0, 1.0], num_samples=4000, steps=1500,
-        log_every=50, checkpoint_every=1500,
-    )  # fmt: skip
+        dataset="linear-gaussian",
+        spectrum=[9.0, 3.0, 1.0],
+        num_samples=4000,
+        steps=1500,
+        log_every=50,
+        checkpoint_every=1500,
+    )
     for eps in (0.5, 1.0, 1.5, 2.0):
         train(RunConfig(epsilon=eps, **settings), sweep / f"eps{eps:g}-seed0", progress=False)
     for beta in (0.6, 0.9, 1.3, 2.0, 3.0, 4.5):

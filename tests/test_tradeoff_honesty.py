@@ -17,17 +17,19 @@ import pandas as pd
 import pytest
 import torch
 
-from constrained_vae import runs
-from constrained_vae.config import RunConfig
-from constrained_vae.linear_gaussian import beta_for_rate, distortion, rate
-from constrained_vae.tradeoff import Sweep, estimate_beta, load_sweep, tradeoff_table
-from constrained_vae.tradeoff_figures import (
+from constrained_vae.analysis.epsilon_beta import estimate_beta, tradeoff_table
+from constrained_vae.analysis.sweep_table import Sweep, load_sweep
+from constrained_vae.core.linear_gaussian import beta_for_rate, distortion, rate
+from constrained_vae.plots.tradeoff import (
     format_table,
     plot_effective_beta,
     plot_rate_distortion,
     plot_training_curves,
     write_tradeoff_analysis,
 )
+from constrained_vae.run import folder
+from constrained_vae.run.settings import RunConfig
+from constrained_vae.run.summary import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECTRUM = [9.0, 3.0, 1.0]
@@ -39,7 +41,7 @@ BASE = RunConfig(dataset="linear-gaussian", spectrum=SPECTRUM, steps=200, log_ev
 
 def write_run(run_dir: Path, config: RunConfig, kl: float, nll: float, multiplier: float) -> None:
     """A finished run folder whose KL and λ approach ``kl`` and ``multiplier`` over 200 steps."""
-    runs.create(run_dir, config)
+    folder.create(run_dir, config)
     rows = []
     for step in range(10, 201, 10):
         settle = 1 - math.exp(-step / 30)
@@ -47,8 +49,8 @@ def write_run(run_dir: Path, config: RunConfig, kl: float, nll: float, multiplie
         epsilon = config.epsilon if config.epsilon is not None else math.nan
         row = dict(step=step, nll=nll, kl=kl * (2 - settle), loss=nll + lam * kl, multiplier=lam, epsilon=epsilon)
         rows.append(row | {"seconds": step / 100})
-    runs.append_metrics(run_dir, rows)
-    runs.write_summary(run_dir, runs.summarise(config, rows, 2.0))
+    folder.append_metrics(run_dir, rows)
+    folder.write_summary(run_dir, summarise(config, rows, 2.0))
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,6 @@ def test_the_multiplier_axis_labels_values_between_1_and_10(sweep_dir):
     assert between and all(float(text) == pytest.approx(value) for value, text in between.items()), labelled
     top = max(ax_lambda.get_ylim())
     assert top >= max(beta_for_rate(eps, SPECTRUM) for eps in EPSILONS[1:])
-    matplotlib.pyplot.close(fig)
 
 
 def _drawn(artist) -> bool:
@@ -146,10 +147,8 @@ def test_legends_list_only_what_is_drawn(sweep_dir):
             assert all(_drawn(h) for h in handles), [
                 lab for h, lab in zip(handles, labels, strict=True) if not _drawn(h)
             ]
-        matplotlib.pyplot.close(fig)
-    fig = plot_effective_beta(sweep, table)
+        fig = plot_effective_beta(sweep, table)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["dual: converged λ"]
-    matplotlib.pyplot.close(fig)
 
 
 def test_the_analysis_writes_every_figure_with_an_unmet_point(sweep_dir):

@@ -69,8 +69,8 @@ CENTRE_MIN_PX = SPRITE_UNIT_PX * SPRITE_EXTENT + 1.5  # sprite centre at pos = 0
 CENTRE_MAX_PX = IMAGE_SIZE - CENTRE_MIN_PX  # ... and at pos = 1 (~51.0 px)
 RENDER_VERSION = 1  # bump when the geometry changes: it names the materialise cache file
 
-# Images rendered at once: 128 keeps each float32 temporary at 2 MB, in cache; measured on 2 CPU
-# cores, the whole grid takes ~6.5 s at 64–192 images per chunk but ~15 s at 256 and ~23 s at 512.
+# Images rendered at once: 128 keeps each float32 temporary at 2 MB, in cache (benchmarks/README.md,
+# "dSprites render chunk").
 RENDER_CHUNK = 128
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
@@ -377,7 +377,7 @@ class DSprites:
 class GridRenderer:
     """The training batches of :class:`DSprites`: flat grid indices → images, rendered on the indices' device.
 
-    On CPU it renders with :func:`render` (each pixel tested against its own shape only: ~1.4× faster
+    On CPU it renders with :func:`render` (each pixel tested against its own shape only: faster
     there than :func:`render_batch`), elsewhere with :func:`render_batch`; the images are the same.
     """
 

@@ -1,0 +1,108 @@
+"""A sweep folder as a table: one row per finished run (its settings, tail figures and scores), and the
+settings its runs share."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from constrained_vae.core import linear_gaussian
+from constrained_vae.errors import SweepError, UserInputError
+from constrained_vae.run import folder
+
+# Settings that may differ between the runs of one sweep; all others must agree.
+GRID_SETTINGS = ("epsilon", "beta", "seed", "mode")
+
+
+@dataclass
+class Sweep:
+    """The finished runs of a sweep folder, one row each, and their shared settings."""
+
+    path: Path
+    runs: pd.DataFrame
+    settings: dict
+    unfinished: list[str] = field(default_factory=list)
+
+    @property
+    def constrained(self) -> pd.DataFrame:
+        return self.runs[self.runs["mode"] == "constrained"]
+
+    @property
+    def fixed(self) -> pd.DataFrame:
+        return self.runs[self.runs["mode"] == "fixed-beta"]
+
+    def closed_form(self) -> Callable[[float], float] | None:
+        """β*(ε) for a linear-Gaussian sweep with fixed σ, else None."""
+        if self.settings.get("dataset") != "linear-gaussian" or self.settings.get("learn_sigma"):
+            return None
+        spectrum, sigma = self.settings["spectrum"], self.settings["sigma"]
+        return lambda eps: linear_gaussian.beta_for_rate(eps, spectrum, sigma)
+
+    def closed_form_distortion(self) -> Callable[[float], float] | None:
+        """D(R) of the closed form (the optimal NLL at rate R), else None."""
+        beta_star = self.closed_form()
+        if beta_star is None:
+            return None
+        spectrum, sigma = self.settings["spectrum"], self.settings["sigma"]
+        return lambda kl: linear_gaussian.distortion(beta_star(kl), spectrum, sigma)
+
+
+def run_row(run_dir: Path) -> tuple[dict, dict]:
+    config = folder.read_config(run_dir)
+    summary = folder.read_summary(run_dir)
+    row = {
+        "name": run_dir.name,
+        "mode": config.objective_name,
+        "epsilon": config.epsilon,
+        "beta": config.beta,
+        "seed": config.seed,
+        "kl": summary["kl"],
+        "nll": summary["nll"],
+        "elbo": summary["elbo"],
+        "multiplier": summary["multiplier"],
+        "multiplier_std": summary["multiplier_std"],
+        "constraint_satisfied": summary["constraint_satisfied"],
+        "steps": summary["steps"],
+    }
+    evaluated = folder.read_scores(run_dir) or {}  # disentanglement scores, when evaluated
+    for metric, values in evaluated.get("scores", {}).items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    row[f"{metric}.{key}"] = float(value)
+    return row, {k: v for k, v in config.to_dict().items() if k not in GRID_SETTINGS}
+
+
+def load_sweep(sweep_dir: str | Path) -> Sweep:
+    """Read every run folder under ``sweep_dir`` into one table.
+
+    Raises :class:`SweepError` for a missing or empty folder, or runs that differ
+    in anything but ε, β and seed (a mixed-up sweep).
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise SweepError(f"{sweep_dir} is not a folder")
+    rows, settings, unfinished = [], {}, []
+    for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / folder.CONFIG_FILE).exists()):
+        if not (run_dir / folder.SUMMARY_FILE).exists():
+            unfinished.append(run_dir.name)
+            continue
+        try:
+            row, run_settings = run_row(run_dir)
+        except (UserInputError, KeyError, json.JSONDecodeError) as error:
+            raise SweepError(f"{run_dir}: unreadable run ({error})") from None
+        for key, value in run_settings.items():
+            if value is None:  # a setting this run's objective does not use (a fixed-β run's dual rule)
+                continue
+            if key in settings and settings[key] != value:
+                differ = f"{settings[key]!r} vs {value!r} in {run_dir.name}"
+                raise SweepError(f"mixed-up sweep {sweep_dir}: runs differ in {key} ({differ})")
+            settings[key] = value
+        rows.append(row)
+    if not rows:
+        raise SweepError(f"no finished runs in {sweep_dir} (expected run folders with summary.json)")
+    return Sweep(sweep_dir, pd.DataFrame(rows), settings, unfinished)

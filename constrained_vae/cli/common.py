@@ -1,0 +1,59 @@
+"""What every command line shares: the error form, the exit codes, and settings read off the flags.
+
+Errors a user can cause print one line, ``error: …``, and exit with status 2 (bad flags included:
+:class:`ArgumentParser`); a diverged run exits with status 1 after naming the step; Ctrl-C writes
+a checkpoint and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from constrained_vae.errors import ConfigError
+from constrained_vae.run.settings import DATASET_DEFAULTS, RunConfig
+
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 1
+EXIT_FAILED = 1  # a sweep with a failed point
+EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error form: one line ``error: …`` on stderr, exit status 2.
+
+    With ``raise_errors`` set, a bad flag raises :class:`ConfigError` with that line's message instead (for a
+    caller that checks another command's flags before running it).
+    """
+
+    raise_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.raise_errors:
+            raise ConfigError(f"{message} (see {self.prog} --help)")
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def user_error(error: Exception) -> int:
+    """Print ``error: MESSAGE`` on stderr; the exit status of bad input."""
+    print(f"error: {error}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def dataset_default(key: str) -> str:
+    """``default: 64 (dsprites, dsprites-npz), 128 (digits), …`` for a setting whose default depends on the dataset."""
+    by_value: dict[str, list[str]] = {}
+    for dataset, defaults in DATASET_DEFAULTS.items():
+        value = defaults[key]
+        text = "one per --spectrum value" if value is None and key == "latent_dim" else f"{value:g}"
+        by_value.setdefault(text, []).append(dataset)
+    if len(by_value) == 1:
+        return f"default: {next(iter(by_value))}"
+    return "default: " + ", ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items())
+
+
+def settings_from_args(args: argparse.Namespace) -> dict:
+    """The RunConfig fields the user gave on the command line (others are None)."""
+    names = RunConfig.__dataclass_fields__
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}

@@ -1,0 +1,110 @@
+"""``analysis/epsilon_to_beta.py``: the effective β of a KL budget ε (or the budget a β amounts to), read off a sweep.
+
+A dual answer that rests on runs which did not meet their constraint (at ε, or at either
+swept ε it is interpolated between) is labelled a lower bound, not a converged λ, and a
+``warning:`` line on stderr names those ε.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+
+from constrained_vae.analysis.epsilon_beta import (
+    dual_support,
+    epsilon_for_beta,
+    estimate_beta,
+    format_estimate,
+    lambda_support,
+    swept_range,
+    unmet_constraints,
+    unmet_warning,
+)
+from constrained_vae.analysis.sweep_table import Sweep, load_sweep
+from constrained_vae.cli.common import ArgumentParser, user_error
+from constrained_vae.errors import SweepError, UserInputError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="analysis/epsilon_to_beta.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("sweep", help="a sweep folder made by experiments/sweep.py")
+    query = parser.add_mutually_exclusive_group(required=True)
+    query.add_argument("--epsilon", type=float, help="KL budget in nats per sample")
+    query.add_argument("--beta", type=float, help="fixed β, for the inverse question")
+    args = parser.parse_args(argv)
+    try:
+        sweep = load_sweep(args.sweep)
+        answer, warning = (
+            answer_epsilon(sweep, args.epsilon) if args.epsilon is not None else answer_beta(sweep, args.beta)
+        )
+    except UserInputError as error:
+        return user_error(error)
+    print(answer)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _range_text(sweep: Sweep) -> str:
+    ranges = swept_range(sweep)
+    parts = []
+    if "epsilon" in ranges:
+        parts.append("constrained ε in [{:g}, {:g}]".format(*ranges["epsilon"]))
+    if "fixed_kl" in ranges:
+        parts.append("fixed-β runs reached KL in [{:.3g}, {:.3g}]".format(*ranges["fixed_kl"]))
+    return "; ".join(parts)
+
+
+def answer_epsilon(sweep: Sweep, epsilon: float) -> tuple[str, str | None]:
+    """The three estimates of the effective β at ``epsilon`` as text, and a warning (or None)
+    when the dual one rests on runs that did not meet their constraint."""
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise SweepError(f"--epsilon must be a positive number, got {epsilon}")
+    estimates = estimate_beta(sweep, epsilon)
+    names = {"dual": "dual (converged λ)", "inverse_fixed": "inverse fixed-β", "slope": "slope −dNLL/dKL"}
+    if all(not math.isfinite(estimates[f"beta_{k}"]) for k in names):
+        raise SweepError(f"ε = {epsilon:g} is outside what the sweep covers ({_range_text(sweep)}); not extrapolating")
+    support = dual_support(sweep, epsilon)
+    unmet = unmet_constraints(sweep, support) if math.isfinite(estimates["beta_dual"]) else []
+    if unmet:
+        names["dual"] = "dual (λ not settled)"
+    lines = [f"effective β at ε = {epsilon:g} nats ({sweep.path}):"]
+    for key, label in names.items():
+        mean, std = estimates[f"beta_{key}"], estimates[f"beta_{key}_std"]
+        if math.isfinite(mean):
+            text = format_estimate(mean, std) + (" (seed std)" if math.isfinite(std) else "")
+        else:
+            text = "— (outside the swept range)"
+        if key == "dual" and estimates["n_seeds"] == 0 and math.isfinite(mean):
+            text += ", interpolated between swept ε = " + " and ".join(f"{e:g}" for e in support)
+        if key == "dual" and unmet:
+            where = ", ".join(f"{u.epsilon:g}" for u in unmet)
+            text = f"≥ {text} — a lower bound, not an estimate: the constraint was not met at ε = {where}"
+        lines.append(f"  {label:22s} {text}")
+    beta_star = sweep.closed_form()
+    if beta_star is not None:
+        lines.append(f"  {'closed form β*(ε)':22s} {beta_star(epsilon):.4g}")
+    return "\n".join(lines), unmet_warning(unmet)
+
+
+def answer_beta(sweep: Sweep, beta: float) -> tuple[str, str | None]:
+    """The KL budget a fixed ``beta`` amounts to, read two ways, and a warning (or None) when
+    the dual reading passes through runs that did not meet their constraint."""
+    result = epsilon_for_beta(sweep, beta)
+    if not any(math.isfinite(result[k]) for k in ("epsilon_fixed", "epsilon_dual")):
+        ranges = swept_range(sweep)
+        covered = "fixed β in [{:g}, {:g}]".format(*ranges["beta"]) if "beta" in ranges else "no fixed-β runs"
+        raise SweepError(f"β = {beta:g} is outside what the sweep covers ({covered}); not extrapolating")
+    unmet = unmet_constraints(sweep, lambda_support(sweep, beta)) if math.isfinite(result["epsilon_dual"]) else []
+    lines = [f"KL budget that β = {beta:g} amounts to ({sweep.path}):"]
+    for key, label in (("epsilon_fixed", "KL of fixed-β runs"), ("epsilon_dual", "ε whose λ equals β")):
+        value = result[key]
+        text = f"{value:.4g} nats" if math.isfinite(value) else "— (outside the swept range)"
+        if key == "epsilon_dual" and unmet:
+            text += " — not an estimate: read through a λ that had not settled (constraint not met)"
+        lines.append(f"  {label:22s} {text}")
+    return "\n".join(lines), unmet_warning(unmet)

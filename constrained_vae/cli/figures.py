@@ -1,0 +1,34 @@
+"""``analysis/figures.py``: the β-VAE paper's figures of a trained run, as PNG files in RUN/figures/.
+
+Latent traversals (rows ordered by KL), reconstructions beside originals, samples from the
+prior, and the KL of each latent dimension in nats.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from constrained_vae.cli.common import ArgumentParser, user_error
+from constrained_vae.errors import UserInputError
+from constrained_vae.plots.run_figures import write_figures
+from constrained_vae.run.device import resolve_device
+from constrained_vae.run.settings import DEVICES
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="analysis/figures.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run", help="a run folder (config.json and checkpoint.pt)")
+    parser.add_argument("--seed", type=int, default=0, help="picks the images shown and the prior samples")
+    parser.add_argument("--num-kl-images", type=int, default=1024, help="images averaged for the KL per dimension")
+    parser.add_argument("--device", default="cpu", choices=DEVICES, help="default cpu; auto: CUDA if available")
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device).type  # `cuda` without a GPU: a ConfigError, one line
+        paths = write_figures(args.run, seed=args.seed, num_kl_observations=args.num_kl_images, device=device)
+    except (UserInputError, ValueError) as error:
+        return user_error(error)
+    print("wrote:\n" + "\n".join(f"  {path}" for path in paths))
+    return 0

@@ -1,0 +1,207 @@
+"""``experiments/run.py``: train one run (:func:`run_main`); the flags of one run, which the sweep shares."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from constrained_vae.cli.common import (
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    dataset_default,
+    settings_from_args,
+    user_error,
+)
+from constrained_vae.core import dual
+from constrained_vae.core.objectives import OBJECTIVES, GECOSettings
+from constrained_vae.core.objectives.capacity import DEFAULT_GAMMA
+from constrained_vae.core.objectives.controlvae import ControlVAESettings
+from constrained_vae.errors import TrainingDiverged, TrainingInterrupted, UserInputError
+from constrained_vae.run import folder
+from constrained_vae.run.device import COMPILE_MIN_STEPS
+from constrained_vae.run.loop import resume_config, train
+from constrained_vae.run.presets import PRESET_DESCRIPTIONS
+from constrained_vae.run.settings import DATASETS, DEVICES, RunConfig, parse_spectrum
+
+PROG = "experiments/run.py"
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of one run (shared by ``run.py`` and the sweep)."""
+    objective = parser.add_argument_group("objective (a budget: --epsilon, --beta or, for geco, --kappa)")
+    objective.add_argument(
+        "--epsilon", type=float, help="KL budget ε in nats per sample: maximise reconstruction s.t. KL ≤ ε"
+    )
+    objective.add_argument("--beta", type=float, help="fixed β: train NLL + β·KL (the β-VAE paper's Eq. 4)")
+    objective.add_argument(
+        "--objective",
+        choices=list(OBJECTIVES),
+        help="default: constrained with --epsilon, fixed-beta with --beta; baselines: capacity (Burgess et al. "
+        f"2018, C rises to --epsilon), {ControlVAESettings.name} (Shao et al. 2020, set point rises to --epsilon), "
+        "geco (Rezende & Viola 2018: min KL s.t. NLL ≤ --kappa)",
+    )
+    objective.add_argument("--kappa", type=float, help="geco's reconstruction budget κ: NLL ≤ κ, nats per sample")
+    duals = parser.add_argument_group("multiplier updates (constrained and geco; see README)")
+    duals.add_argument(
+        "--dual-update",
+        choices=dual.UPDATES,
+        help=f"how λ moves: {', '.join(dual.RULES)}; +ema: the dual step sees the moving average of the violation; "
+        f"default: {dual.DEFAULT_UPDATE} (constrained), {GECOSettings.default_update} (geco)",
+    )
+    duals.add_argument(
+        "--dual-lr",
+        type=float,
+        help=f"the rule's rate η (also ρ of augmented); default: {dual.DEFAULT_LOG_LR:g} for the log rules (a step in "
+        f"log λ per nat), for the others {dataset_default('additive_dual_lr').removeprefix('default: ')}",
+    )
+    duals.add_argument(
+        "--multiplier-init", type=float, help=f"initial λ (geco: initial β); default: {dual.DEFAULT_MULTIPLIER_INIT:g}"
+    )
+    duals.add_argument(
+        "--dual-kp", type=float, help=f"proportional gain K_P of --dual-update pi (default: {dual.DEFAULT_KP:g})"
+    )
+    duals.add_argument(
+        "--dual-ema", type=float, help=f"decay α of the moving average for +ema (default: {dual.DEFAULT_EMA:g})"
+    )
+    duals.add_argument("--capacity-gamma", type=float, help=f"γ of --objective capacity (default: {DEFAULT_GAMMA:g})")
+    duals.add_argument(
+        "--anneal-steps",
+        type=int,
+        help="steps over which capacity's C or controlvae's set point rise to --epsilon (default: half of --steps)",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, help="default: dsprites (generated, no download)")
+    data.add_argument("--data-path", help="the official dSprites .npz file, for --dataset dsprites-npz")
+    data.add_argument("--spectrum", type=_spectrum, help="linear-gaussian eigenvalues, e.g. 16,8,4,2,1")
+    data.add_argument("--num-samples", type=int, help="linear-gaussian rows (default 20000)")
+    training = parser.add_argument_group("training (defaults depend on the dataset; see README)")
+    training.add_argument(
+        "--preset",
+        choices=list(PRESET_DESCRIPTIONS),
+        help="a published setup, recorded in config.json; settings given explicitly override its: "
+        + "; ".join(f"{name}: {text}" for name, text in PRESET_DESCRIPTIONS.items()),
+    )
+    described = (
+        ("--steps", int, "total optimisation steps (with --resume: extend to this many)"),
+        ("--batch-size", int, "examples per step, drawn with replacement"),
+        ("--lr", float, "primal (Adam) learning rate"),
+        ("--latent-dim", int, "latent dimensions"),
+        ("--log-every", int, "steps between rows of metrics.csv"),
+        ("--checkpoint-every", int, "steps between checkpoints"),
+    )
+    for flag, kind, text in described:
+        training.add_argument(flag, type=kind, help=f"{text}; {dataset_default(flag[2:].replace('-', '_'))}")
+    training.add_argument("--seed", type=int, help="seeds the model's initialisation, batches and samples (default: 0)")
+    training.add_argument("--device", choices=DEVICES, help="default: auto (CUDA if available)")
+    training.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="run the model's forward and backward under torch.compile, with CUDA graphs on a GPU (default: "
+        f"only for CUDA runs of {COMPILE_MIN_STEPS} steps or more; compiling takes tens of seconds)",
+    )
+
+
+def _spectrum(text: str) -> list[float]:
+    try:
+        return parse_spectrum(text)
+    except UserInputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    """``runs/<dataset>-<eps|beta|kappa><budget>-seed<s>-<time>``."""
+    tag = config.label.replace(" ", "-").replace("constrained-", "").replace("fixed-beta-", "")
+    tag = tag.replace("ε=", "eps").replace("β=", "beta").replace("κ=", "kappa")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.dataset}-{tag}-seed{config.seed}-{stamp}"
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="run.py",
+        description="Train one β-VAE: KL-constrained (--epsilon, nats) or fixed-β (--beta); writes a run folder.",
+    )
+    add_run_arguments(parser)
+    parser.add_argument("--out", help="new run folder (default: runs/<dataset>-<eps|beta>-seed<s>-<time>)")
+    parser.add_argument("--resume", metavar="RUN", help="continue this run from its checkpoint")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's, one per core; where other jobs share the cores, 1 can be "
+        "several times faster than 2); a sweep sets them with --cpus-per-run",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, train, print where the run is and its final figures."""
+    args = run_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    try:
+        if args.resume:
+            if args.out and Path(args.out) != Path(args.resume):
+                raise UserInputError("give either --out (a new run) or --resume (an existing one), not both")
+            run_dir = Path(args.resume)
+            config = resume_config(run_dir, settings)
+        else:
+            config = RunConfig(**settings)
+            config.validate()
+            run_dir = Path(args.out) if args.out else default_run_dir(config)
+        if folder.is_unstarted(run_dir):
+            print(f"{run_dir} was stopped before its first checkpoint: starting it afresh", file=sys.stderr)
+        summary = train(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    except UserInputError as error:
+        return user_error(error)
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except TrainingInterrupted as stopped:
+        print(f"\ninterrupted at step {stopped.step}; continue with: {resume_command(run_dir)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        where = f"continue from its last checkpoint with: {resume_command(run_dir)}"
+        print(f"\ninterrupted; {where if folder.is_started(run_dir) else 'nothing was trained'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(format_summary(run_dir, summary))
+    return 0
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"python {PROG} --resume {shlex.quote(str(run_dir))}"
+
+
+def format_summary(run_dir: Path, summary: dict) -> str:
+    """The lines ``run.py`` ends with: where the run is, final KL, NLL and λ (or β).
+
+    What is printed follows the objective's capability flags
+    (:class:`~constrained_vae.core.objectives.ObjectiveSettings`): the term its budget bounds gets
+    the budget and whether it was met, and its multiplier is written with its symbol.
+    """
+    objective = OBJECTIVES[summary["mode"]]
+    if summary["tail_steps"] >= summary["steps"]:
+        tail = f"means over all {summary['steps']} steps"
+    else:
+        tail = f"means over the last {summary['tail_steps']} of {summary['steps']} steps"
+    lines = [f"run folder: {run_dir}", f"{summary['mode']} on {summary['dataset']} ({tail}, nats per sample):"]
+    met = f"{objective.budget_kind} {'met' if summary['constraint_satisfied'] else 'NOT met'}"
+    budget = f"{objective.budget_symbol} = {summary[objective.budget]:g}"
+    for term, name in (("kl", "KL "), ("nll", "NLL")):
+        bounded = f"  ({budget}, {met})" if objective.bounded_term == term else ""
+        lines.append(f"  {name} = {summary[term]:.3f}{bounded}")
+    symbol = f"{objective.multiplier_symbol:<3}"
+    if objective.constant_multiplier:
+        lines.append(f"  {symbol} = {summary['multiplier']:g}")
+    else:
+        note = f"  {objective.multiplier_note}" if objective.multiplier_note else ""
+        lines.append(f"  {symbol} = {summary['multiplier']:.4f} ± {summary['multiplier_std']:.4f}{note}")
+    lines.append(f"  training time {summary['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+__all__ = ["add_run_arguments", "format_summary", "run_main", "run_parser"]

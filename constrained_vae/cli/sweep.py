@@ -1,0 +1,150 @@
+"""``experiments/sweep.py``: train a grid of ε and/or β values × seeds, each point a Ray task.
+
+See :mod:`constrained_vae.sweeps.plan` (skip, resume, extend), :mod:`constrained_vae.sweeps.runner`
+(one writer) and :mod:`constrained_vae.sweeps.ray_executor` (where points train).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from constrained_vae.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    ArgumentParser,
+    dataset_default,
+    settings_from_args,
+    user_error,
+)
+from constrained_vae.cli.run import add_run_arguments
+from constrained_vae.errors import UserInputError
+from constrained_vae.run import locks
+from constrained_vae.sweeps.grid import GRID_FIELDS, Grid
+from constrained_vae.sweeps.plan import check_resources, plan_sweep, point_configs
+from constrained_vae.sweeps.ray_executor import DEFAULT_MAX_RETRIES, Resources, checked_resources
+from constrained_vae.sweeps.report import format_report
+from constrained_vae.sweeps.runner import check_writable, run_sweep
+
+PROG = "experiments/sweep.py"
+
+
+def resources_from_args(args: argparse.Namespace, settings: dict[str, Any]) -> Resources:
+    """The resource flags, checked; :class:`ConfigError` for a bad one."""
+    return checked_resources(
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+        workers=args.workers,
+        max_retries=args.max_retries,
+        device=settings.get("device"),
+    )
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    """``run.py``'s flags, with several values for ``--epsilon``/``--beta`` and ``--seeds`` for ``--seed``."""
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Train a grid of β-VAEs (ε values and/or β values × seeds), one run folder per point, "
+        "in parallel. Re-running the same command finishes an interrupted sweep.",
+        conflict_handler="resolve",  # the grid flags below replace run.py's --epsilon, --beta and --seed
+    )
+    add_run_arguments(parser)
+    grid = parser.add_argument_group("grid (at least one of --epsilon, --beta)")
+    grid.add_argument("--epsilon", type=float, nargs="+", metavar="E", help="KL budgets ε (nats per sample)")
+    grid.add_argument("--beta", type=float, nargs="+", metavar="B", help="fixed β values")
+    grid.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0], metavar="S", help="seeds (default: 0)")
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument("--out", required=True, metavar="SWEEP", help="the sweep folder (new, or one to finish)")
+    sweep.add_argument("--steps", type=int, help=f"optimisation steps of every point; {dataset_default('steps')}")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray_group = parser.add_argument_group("where the points train (Ray)")
+    ray_group.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="join the Ray cluster whose head is at ADDR (host:port); every node must "
+        "see --out (a shared file system); default: $RAY_ADDRESS, else a Ray started in this process",
+    )
+    ray_group.add_argument(
+        "--cpus-per-run",
+        type=float,
+        metavar="C",
+        help="CPUs of each point, its torch threads (default: 1, or cores/N with --workers N)",
+    )
+    ray_group.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="GPUs of each point; a fraction shares one "
+        "(0.125: 8 points per GPU); default: 0 (the points train on CPUs)",
+    )
+    ray_group.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="shorthand for this machine: N points at once, each with cores/N "
+        "CPUs (default: as many points as there are cores, 1 CPU each)",
+    )
+    ray_group.add_argument(
+        "--max-retries",
+        type=int,
+        default=DEFAULT_MAX_RETRIES,
+        metavar="R",
+        help="times a point whose worker "
+        f"process dies is retried, from its last checkpoint (default: {DEFAULT_MAX_RETRIES})",
+    )
+    return parser
+
+
+def grid_from_args(args: argparse.Namespace) -> Grid:
+    return Grid.of(args.epsilon or [], args.beta or [], args.seeds)
+
+
+def run_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig fields given on the command line, the grid's left out."""
+    return {key: value for key, value in settings_from_args(args).items() if key not in GRID_FIELDS}
+
+
+def check_sweep_arguments(argv: Sequence[str]) -> None:
+    """What :func:`sweep_main` refuses before touching any folder, checked without running it: the flags,
+    every point's settings and the resources. For a caller that runs the sweep later (``experiments/study.py``);
+    raises :class:`UserInputError` for bad input."""
+    parser = sweep_parser()
+    parser.raise_errors = True
+    args = parser.parse_args(argv)
+    settings = run_settings_from_args(args)
+    resources_from_args(args, settings)
+    check_resources(next(iter(point_configs(grid_from_args(args), settings).values())))
+
+
+def sweep_main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, check everything, train the grid, print the table.
+
+    Exit status: 0 when every point finished, 1 when any failed, 2 for bad input
+    (nothing written), 130 when interrupted.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = sweep_parser().parse_args(argv)
+    grid, settings, command = grid_from_args(args), run_settings_from_args(args), [PROG, *argv]
+    try:
+        resources = resources_from_args(args, settings)
+        plan_sweep(args.out, grid, settings, command)  # bad input is refused before the folder is touched
+        with locks.hold(args.out):
+            check_writable(Path(args.out))
+            plan = plan_sweep(args.out, grid, settings, command)
+            if plan.added_points:
+                print(f"extending the sweep in {plan.sweep_dir} by {plan.added_points} points (same run settings)")
+            if plan.changed_settings:
+                print(f"the points of {plan.sweep_dir} still to train take the new {', '.join(plan.changed_settings)}")
+            outcomes = run_sweep(plan, resources, progress=not args.no_progress)
+    except UserInputError as error:
+        return user_error(error)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: re-run the same command to finish the sweep in {args.out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(format_report(plan.sweep_dir, outcomes))
+    return EXIT_FAILED if any(outcome.status == "failed" for outcome in outcomes) else 0

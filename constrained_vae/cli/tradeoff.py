@@ -1,0 +1,37 @@
+"""``analysis/tradeoff_curves.py``: a sweep's tradeoff figures and table in SWEEP/analysis/{tradeoff.csv, *.png, *.pdf}.
+
+An ε whose runs did not meet their constraint (tail KL > 1.05 ε) is marked in the table,
+the CSV (``constraint_met``) and the figures, and named in a ``warning:`` line on stderr:
+λ there had not settled, so its dual estimate is a lower bound on the effective β.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from constrained_vae.analysis.epsilon_beta import unmet_constraints, unmet_warning
+from constrained_vae.analysis.sweep_table import load_sweep
+from constrained_vae.cli.common import ArgumentParser, user_error
+from constrained_vae.errors import UserInputError
+from constrained_vae.plots.tradeoff import format_table, write_tradeoff_analysis
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="analysis/tradeoff_curves.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("sweep", help="a sweep folder made by experiments/sweep.py")
+    args = parser.parse_args(argv)
+    try:
+        sweep = load_sweep(args.sweep)
+        table, paths = write_tradeoff_analysis(sweep)
+    except UserInputError as error:
+        return user_error(error)
+    print(format_table(table))
+    print("\nwrote:\n" + "\n".join(f"  {path}" for path in paths))
+    warning = unmet_warning(unmet_constraints(sweep))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0

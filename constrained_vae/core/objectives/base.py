@@ -1,0 +1,221 @@
+"""What every objective shares: its settings' shape, its cooper problem's shape, and one step.
+
+An objective is three things, each defined in that objective's own module:
+
+* its **settings** (:class:`ObjectiveSettings`): the budget and the numbers of its update rule,
+  their defaults and their validation, and capability flags that say what it needs and reports,
+  so that the run settings, the summary and the analysis never branch on its name;
+* its **problem** (:class:`VAEProblem`, a cooper ``ConstrainedMinimizationProblem``): the loss of a
+  batch, the constraint and multiplier if it has one, and what it reports each step;
+* the problem with its cooper optimizer (:class:`Optimization`), whose :meth:`~Optimization.step`
+  does one update on a batch and returns its terms (:class:`StepTerms`).
+
+NLL and KL are in nats per sample (see :mod:`constrained_vae.core.losses`). The **effective β**
+an objective reports is the weight on KL per unit of NLL in that step's gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import cooper
+import torch
+from torch import nn
+
+from constrained_vae.core import losses
+from constrained_vae.core.models import VAE
+from constrained_vae.core.optimizers import primal_optimizer
+from constrained_vae.errors import ConfigError
+
+Term = Literal["kl", "nll"]
+
+
+@dataclass(frozen=True)
+class DefaultContext:
+    """What an objective's defaults may depend on beyond its own settings.
+
+    ``steps`` is the run's length (the annealed objectives' ``anneal_steps`` default to half of
+    it; None where no run is known, e.g. a library user's loop); ``additive_dual_lr`` is the dual
+    learning rate of the additive multiplier rules, which scale with the data's NLL (the dataset's
+    default; the log rules take a relative rate instead, :data:`~constrained_vae.core.dual.DEFAULT_LOG_LR`).
+    """
+
+    steps: int | None = None
+    additive_dual_lr: float = 1e-2
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """The settings of one objective: a frozen dataclass whose fields are the run settings it takes.
+
+    Subclasses set the class attributes below (the objective's capability flags) and may add
+    validation (:meth:`check`) and defaults (:meth:`with_defaults`); :meth:`build` makes its
+    problem. A setting is None until its default is filled in.
+    """
+
+    name: ClassVar[str]  # the objective's name: --objective NAME, the ``mode`` of its run files
+    budget: ClassVar[str]  # the field that holds its budget: "epsilon", "beta" or "kappa"
+    budget_symbol: ClassVar[str]  # "ε", "β", "κ"
+    bounded_term: ClassVar[Term | None] = None  # the term its budget bounds (KL ≤ ε, NLL ≤ κ); None for fixed β
+    budget_kind: ClassVar[str] = "constraint"  # what to call the budget in words: "constraint" or "target"
+    learns_multiplier: ClassVar[bool] = False  # a dual variable (λ) moved by an update rule
+    multiplier_symbol: ClassVar[str] = "β"  # how its reported multiplier is written
+    multiplier_note: ClassVar[str] = ""  # what the reported multiplier is, when not plain, e.g. "(1/λ)"
+    constant_multiplier: ClassVar[bool] = False  # the multiplier never moves (fixed β)
+    reports_effective_beta: ClassVar[bool] = True  # False when the multiplier is no effective β (capacity's ±γ)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The run settings this objective takes."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @property
+    def budget_value(self) -> float | None:
+        return getattr(self, self.budget)
+
+    @property
+    def label(self) -> str:
+        """``constrained ε=20``, ``fixed-beta β=4``, ``geco κ=30``: the objective and its budget."""
+        return f"{self.name} {self.budget_symbol}={self.budget_value:g}"
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` with a one-line message for a missing or bad setting."""
+        if self.budget_value is None:
+            raise ConfigError(f"--objective {self.name} needs --{self.budget}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None and field.metadata.get("check") is not None:
+                field.metadata["check"](field.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """The objective's own rules beyond each setting's range (none by default)."""
+
+    def with_defaults(self, context: DefaultContext) -> ObjectiveSettings:
+        """A copy with every setting left None filled in (validated settings assumed)."""
+        return self
+
+    def build(
+        self, model: VAE, likelihood: nn.Module, *, optimizer: str | None = None, lr: float = 1e-3
+    ) -> Optimization:
+        """The objective's problem on ``model`` and ``likelihood`` with its cooper optimizer.
+
+        The primal parameters are the model's and the likelihood's (a learned σ), descended by
+        ``optimizer`` (:func:`~constrained_vae.core.optimizers.primal_optimizer`; None is Adam) at
+        ``lr``. Settings still None take their defaults (:class:`DefaultContext` of no run).
+        """
+        settings = self.with_defaults(DefaultContext())
+        settings.validate()
+        primal = primal_optimizer([*model.parameters(), *likelihood.parameters()], optimizer, lr)
+        return settings.optimization(model, likelihood, primal)
+
+    def optimization(self, model: VAE, likelihood: nn.Module, primal: torch.optim.Optimizer) -> Optimization:
+        """The problem and its cooper optimizer, for complete settings."""
+        raise NotImplementedError
+
+
+def setting(check: Any = None) -> Any:
+    """A settings field, None until filled in, whose value (when given) passes ``check(name, value)``."""
+    return dataclasses.field(default=None, metadata={"check": check})
+
+
+@dataclass
+class StepTerms:
+    """One optimisation step's figures, in nats per sample, as 0-d tensors on the model's device.
+
+    They stay on the device so that a step never waits for the host; the loop reads
+    them at logging boundaries.
+    """
+
+    nll: torch.Tensor
+    kl: torch.Tensor
+    loss: torch.Tensor  # the loss descended this step (NLL + β·KL, or the Lagrangian with this step's λ)
+    multiplier: torch.Tensor  # the effective β after the step: λ, β, β(t), ±γ or 1/λ (GECO)
+    budget: torch.Tensor | None = None  # the KL budget in force this step (ε, or C(t)); None without one
+
+
+def vae_terms(model: VAE, likelihood: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-mean NLL (one posterior sample) and analytic KL, each a scalar in nats."""
+    out = model(x)
+    nll = likelihood.nll_per_sample(out.decoded, x).mean()
+    kl = losses.gaussian_kl(out.mu, out.log_var)
+    return nll, kl
+
+
+class VAEProblem(cooper.ConstrainedMinimizationProblem):
+    """A problem on a VAE: its terms, its reported multiplier and budget, its extra state.
+
+    ``state`` holds the tensors (counters, controller memory) that a checkpoint must
+    carry beyond cooper's multipliers.
+    """
+
+    def __init__(self, model: VAE, likelihood: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.likelihood = likelihood
+        reference = next(model.parameters())
+        self.device, self.dtype = reference.device, reference.dtype
+        self.state: dict[str, torch.Tensor] = {}
+
+    def scalar(self, value: float) -> torch.Tensor:
+        """A 0-d tensor on the model's device, made once (a tensor from a float per step would sync CUDA)."""
+        return torch.tensor(float(value), device=self.device, dtype=self.dtype)
+
+    def report(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The effective β after the last step, and the KL budget that step used (or None)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return super().state_dict() | {"extra": {k: v.clone() for k, v in self.state.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for key, value in state.get("extra", {}).items():
+            self.state[key].copy_(value)
+
+
+class Optimization:
+    """A cooper problem with its optimizer; :meth:`step` does one update on a batch.
+
+    ``settings`` are the objective's settings that built it (:attr:`ObjectiveSettings.name` names it).
+    """
+
+    def __init__(
+        self, settings: ObjectiveSettings, problem: VAEProblem, optimizer: cooper.optim.CooperOptimizer
+    ) -> None:
+        self.settings = settings
+        self.problem = problem
+        self.optimizer = optimizer
+
+    @property
+    def multiplier(self) -> float:
+        """The effective β after the last step (λ in constrained mode, β in fixed-β mode); reads the device."""
+        return float(self.problem.report()[0])
+
+    def step(self, x: torch.Tensor) -> StepTerms:
+        """One update on the batch ``x``; the terms stay on the device (no host synchronisation)."""
+        rollout = self.optimizer.roll(compute_cmp_state_kwargs={"x": x})
+        misc = rollout.cmp_state.misc
+        multiplier, budget = self.problem.report()
+        return StepTerms(
+            nll=misc["nll"],
+            kl=misc["kl"],
+            loss=rollout.primal_lagrangian_store.lagrangian.detach(),
+            multiplier=multiplier,
+            budget=budget,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "problem": self.problem.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.problem.load_state_dict(state["problem"])
+
+
+def unconstrained(settings: ObjectiveSettings, problem: VAEProblem, primal: torch.optim.Optimizer) -> Optimization:
+    """An objective without a multiplier: cooper's unconstrained optimizer on ``problem``."""
+    optimizer = cooper.optim.UnconstrainedOptimizer(cmp=problem, primal_optimizers=primal)
+    return Optimization(settings, problem, optimizer)

@@ -1,0 +1,74 @@
+"""``constrained`` (the β-VAE paper's Eq. 3, Higgins et al. 2017): minimise NLL subject to
+``KL − ε ≤ 0`` on the batch estimate, with the Lagrangian ``NLL + λ·(KL − ε)``; the multiplier is λ.
+
+At a KKT point λ* = −dNLL/dKL at KL = ε: the effective β of the budget ε.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from constrained_vae.core import dual
+from constrained_vae.core.checks import check_non_negative
+from constrained_vae.core.models import VAE
+from constrained_vae.core.objectives.base import setting
+from constrained_vae.core.objectives.budget import BudgetProblem, BudgetSettings
+
+
+@dataclass(frozen=True)
+class ConstrainedSettings(BudgetSettings):
+    """ε: the KL budget in nats per sample; the multiplier's rule and numbers (``MultiplierSettings``)."""
+
+    epsilon: float | None = setting(check_non_negative)
+
+    name = "constrained"
+    budget = "epsilon"
+    budget_symbol = "ε"
+    bounded_term = "kl"
+    multiplier_symbol = "λ"
+
+    def problem(self, model: VAE, likelihood: nn.Module) -> KLConstrainedProblem:
+        return KLConstrainedProblem(
+            model,
+            likelihood,
+            self.epsilon,
+            self.multiplier_init,
+            update=self.update,
+            dual_lr=self.dual_lr,
+            ema_decay=self.dual_ema or dual.DEFAULT_EMA,
+        )
+
+
+class KLConstrainedProblem(BudgetProblem):
+    """min NLL subject to KL ≤ ε (nats per sample), one inequality constraint."""
+
+    constraint_name = "kl_constraint"
+
+    def __init__(
+        self,
+        model: VAE,
+        likelihood: nn.Module,
+        epsilon: float,
+        multiplier_init: float = dual.DEFAULT_MULTIPLIER_INIT,
+        *,
+        update: dual.DualUpdate | str = "gradient",
+        dual_lr: float = 1e-2,
+        ema_decay: float = dual.DEFAULT_EMA,
+    ) -> None:
+        update = dual.DualUpdate.parse(update) if isinstance(update, str) else update
+        super().__init__(model, likelihood, epsilon, multiplier_init, update, dual_lr, ema_decay)
+        self.epsilon = self.budget
+
+    @property
+    def multiplier(self) -> float:
+        """The current λ (reads the device)."""
+        return self.lagrange_multiplier
+
+    def split(self, nll: torch.Tensor, kl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return nll, kl
+
+    def report(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return dual.multiplier_value(self.constraint), self.budget_tensor

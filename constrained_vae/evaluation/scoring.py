@@ -1,0 +1,326 @@
+"""Disentanglement scores of trained runs: ``RUN/metrics.json``.
+
+:func:`evaluate_paths` takes run folders and sweep folders (whose subfolders holding
+``config.json`` and ``checkpoint.pt`` are runs), computes the metrics of
+:mod:`constrained_vae.evaluation.metrics` (all, or a chosen few) on the posterior mean of each dSprites run,
+and writes ``RUN/metrics.json`` atomically::
+
+    {"scores": {"betavae_score": {"train_accuracy": …, "eval_accuracy": …}, "factorvae_score": {…},
+                "mig": {"mig": …, "mig_per_factor": […]}, "dci": {"disentanglement": …, …}},
+     "protocols": {metric: {setting: value}}, "seed": 0, "step": 3000, "dataset": "dsprites",
+     "representation": "posterior mean", "seconds": {metric: s}, "versions": {…}}
+
+A score the metric could not define (e.g. FactorVAE with no active code dimension) is ``null``,
+and the metric's ``undefined`` maps it to the reason; ``protocols["dci"]["predictor"]`` names DCI's
+classifier and ``scores["dci"]["predictor_settings"]`` its settings. Scoring a few metrics keeps
+the others already in the file when they scored the same checkpoint step with the same seed. Runs
+on datasets without ground-truth factors (digits, linear-gaussian) are skipped with a message.
+``experiments/evaluate.py`` is the command line.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+import torch
+
+from constrained_vae.core.models import VAE
+from constrained_vae.data import FactorDataset
+from constrained_vae.errors import ConfigError, RunFolderError
+from constrained_vae.evaluation.metrics import METRICS, RepresentationFn
+from constrained_vae.run import folder, locks
+from constrained_vae.run.loop import load_run
+from constrained_vae.run.settings import RunConfig
+
+FACTOR_DATASETS = ("dsprites", "dsprites-npz")
+ENCODE_BATCH = 256  # observations per encoder forward pass
+HELD_OUT_NAMES = ("num_eval", "num_test")  # what each metric calls its held-out points
+NOT_PROTOCOL = ("seed", "n_jobs")  # keyword arguments that are not protocol: recorded apart, or change only speed
+HEADLINE_SCORES = (
+    ("betavae_score", "eval_accuracy", "BetaVAE"),
+    ("factorvae_score", "eval_accuracy", "FactorVAE"),
+    ("mig", "mig", "MIG"),
+    ("dci", "disentanglement", "DCI-D"),
+    ("dci", "completeness", "DCI-C"),
+    ("dci", "informativeness", "DCI-I"),
+)
+
+
+@dataclass
+class Evaluation:
+    """One run's outcome: the ``metrics.json`` contents, or why it was skipped."""
+
+    run_dir: Path
+    config: RunConfig
+    result: dict[str, Any] | None = None
+    skipped: str | None = None
+
+
+# ---------------------------------------------------------------------------- protocols
+
+
+def default_protocols() -> dict[str, dict[str, Any]]:
+    """Each metric's protocol settings (its keyword arguments but :data:`NOT_PROTOCOL`) at their
+    defaults: the published protocol, DCI's predictor included."""
+    return {
+        name: {
+            p.name: p.default
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in NOT_PROTOCOL
+        }
+        for name, fn in METRICS.items()
+    }
+
+
+def protocols_with(
+    overrides: dict[str, Any] | None = None, metric_names: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The default protocols of ``metric_names`` (default: all), with each of ``overrides`` set in
+    every chosen metric that has that setting (others ignore it). ``num_eval`` also sets DCI's
+    ``num_test`` (both are the held-out points). A setting that no metric has at all, or an unknown
+    metric, is a ConfigError.
+    """
+    defaults = default_protocols()
+    names = list(metric_names) if metric_names is not None else list(defaults)
+    unknown = [name for name in names if name not in defaults]
+    if unknown or not names:
+        raise ConfigError(f"unknown metric(s) {unknown}; choose from {', '.join(defaults)}")
+    known_settings = {key for settings in defaults.values() for key in settings}
+    protocols = {name: dict(defaults[name]) for name in names}
+    for setting, value in (overrides or {}).items():
+        if setting not in known_settings:
+            raise ConfigError(f"no metric has a setting {setting!r}; known: {', '.join(sorted(known_settings))}")
+        targets = HELD_OUT_NAMES if setting in HELD_OUT_NAMES else (setting,)
+        for name in names:
+            for key in targets:
+                if key in protocols[name]:
+                    protocols[name][key] = value
+    return protocols
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def is_run_folder(path: Path) -> bool:
+    """A run folder holds ``config.json`` and ``checkpoint.pt``."""
+    return (path / folder.CONFIG_FILE).is_file() and (path / folder.CHECKPOINT_FILE).is_file()
+
+
+def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run folders named by ``paths``: each is a run folder, or a sweep folder whose run subfolders
+    are taken (sorted by name). RunFolderError for a path that is neither."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if is_run_folder(path):
+            found.append(path)
+            continue
+        if not path.is_dir():
+            raise RunFolderError(f"{path} is not a folder")
+        children = sorted(child for child in path.iterdir() if child.is_dir() and is_run_folder(child))
+        if not children:
+            raise RunFolderError(
+                f"{path} is not a run folder (no {folder.CONFIG_FILE} and {folder.CHECKPOINT_FILE})"
+                " nor a sweep folder holding any"
+            )
+        found.extend(children)
+    return found
+
+
+def posterior_mean_fn(model: VAE, batch_size: int = ENCODE_BATCH) -> RepresentationFn:
+    """The representation ``x [n, *sample_shape] -> μ(x)`` float64 numpy ``[n, latent_dim]``: the
+    encoder's posterior mean, in batches of ``batch_size``, without gradients, on the model's device."""
+    device = next(model.parameters()).device
+
+    def representation(observations: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            means = [model.encode(batch.to(device))[0].cpu() for batch in observations.split(batch_size)]
+        return torch.cat(means).double().numpy()
+
+    return representation
+
+
+def skip_reason(config: RunConfig) -> str | None:
+    """Why a run cannot be scored, or None when it can."""
+    if config.dataset in FACTOR_DATASETS:
+        return None
+    return (
+        f"dataset {config.dataset!r} has no ground-truth factors; "
+        f"disentanglement metrics need {' or '.join(FACTOR_DATASETS)}"
+    )
+
+
+def _versions() -> dict[str, str]:
+    return folder.versions() | {"scikit-learn": sklearn.__version__, "numpy": np.__version__}
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (an undefined score, whose reason the metric gives
+    under ``undefined``) replaced by None, so that it is valid JSON (``null``)."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    seed: int = 0,
+    protocols: dict[str, dict[str, Any]] | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Score a trained run on ``protocols`` (metric name → settings; default: every metric at its
+    published protocol) and return what ``metrics.json`` holds (see the module docstring).
+
+    RunFolderError if the run cannot be loaded or its dataset has no factors.
+    """
+    protocols = protocols if protocols is not None else protocols_with()
+    trainee = load_run(run_dir, device=device)
+    reason = skip_reason(trainee.config)
+    if reason is not None or not isinstance(trainee.dataset, FactorDataset):
+        raise RunFolderError(f"{run_dir}: {reason or 'its dataset has no ground-truth factors'}")
+    representation = posterior_mean_fn(trainee.model)
+    scores, seconds = {}, {}
+    for name, settings in protocols.items():
+        started = time.perf_counter()
+        scores[name] = json_ready(METRICS[name](representation, trainee.dataset, seed=seed, **settings))
+        seconds[name] = round(time.perf_counter() - started, 3)
+        if log is not None:
+            log(f"{run_dir}: {name} done in {seconds[name]:.1f} s")
+    return {
+        "scores": scores,
+        "protocols": protocols,
+        "seed": seed,
+        "step": trainee.step,
+        "dataset": trainee.config.dataset,
+        "representation": "posterior mean",
+        "seconds": seconds,
+        "versions": _versions(),
+    }
+
+
+def merged_with_previous(result: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """``result`` plus the metrics that only ``previous`` holds, when ``previous`` scored the same
+    checkpoint step with the same seed (so that metrics can be computed one at a time)."""
+    if not previous or previous.get("step") != result["step"] or previous.get("seed") != result["seed"]:
+        return result
+    merged = dict(result)
+    for part in ("scores", "protocols", "seconds"):
+        merged[part] = {**previous.get(part, {}), **result[part]}
+    return merged
+
+
+def write_metrics(run_dir: str | Path, result: dict[str, Any]) -> Path:
+    """Write ``RUN/metrics.json`` atomically, keeping the metrics of an earlier evaluation of the
+    same step and seed that ``result`` does not recompute; return its path."""
+    return folder.write_scores(run_dir, merged_with_previous(result, folder.read_scores(run_dir)))
+
+
+def evaluate_paths(
+    paths: Sequence[str | Path],
+    *,
+    seed: int = 0,
+    protocols: dict[str, dict[str, Any]] | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> list[Evaluation]:
+    """Score every run named by ``paths`` (runs or sweeps; all are found before any is scored) and
+    write each one's ``metrics.json``; runs without factors are skipped (``log`` is told why).
+
+    Each run folder is held while it is scored (a run still training raises FolderInUse)."""
+    run_dirs = find_run_dirs(paths)
+    configs = [folder.read_config(run_dir) for run_dir in run_dirs]
+    evaluations = []
+    for run_dir, config in zip(run_dirs, configs, strict=True):
+        reason = skip_reason(config)
+        if reason is not None:
+            if log is not None:
+                log(f"skipped {run_dir}: {reason}")
+            evaluations.append(Evaluation(run_dir, config, skipped=reason))
+            continue
+        with locks.hold(run_dir):
+            write_metrics(run_dir, evaluate_run(run_dir, seed=seed, protocols=protocols, device=device, log=log))
+        evaluations.append(Evaluation(run_dir, config, result=folder.read_scores(run_dir)))
+    return evaluations
+
+
+# ---------------------------------------------------------------------------- table
+
+
+def _setting(config: RunConfig) -> str:
+    return f"ε={config.epsilon:g}" if config.epsilon is not None else f"β={config.beta:g}"
+
+
+def _cell(result: dict[str, Any], metric: str, key: str) -> str:
+    scores = result["scores"].get(metric, {})
+    value = scores.get(key)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:.3f}"
+    return "undefined" if key in scores.get("undefined", {}) else "—"
+
+
+def _footnotes(evaluations: Sequence[Evaluation]) -> list[str]:
+    """Why each undefined headline score is undefined (once per score and reason), and which DCI
+    predictor the rows used."""
+    notes: dict[str, None] = {}  # an ordered set
+    predictors: dict[str, None] = {}
+    for result in (ev.result for ev in evaluations if ev.result is not None):
+        for metric, key, label in HEADLINE_SCORES:
+            reason = result["scores"].get(metric, {}).get("undefined", {}).get(key)
+            if reason is not None:
+                notes[f"{label} undefined: {reason}"] = None
+        if "dci" in result["scores"]:
+            predictors[str(result["protocols"].get("dci", {}).get("predictor", "not recorded"))] = None
+    if predictors:
+        published = " (disentanglement_lib's, as published)" if list(predictors) == ["boosting"] else ""
+        notes[f"DCI predictor: {', '.join(predictors)}{published}"] = None
+    return list(notes)
+
+
+def format_table(evaluations: Sequence[Evaluation]) -> str:
+    """A plain-text table: one row per run, the headline score of each metric (eval/test side);
+    "undefined" for a score the metric could not define (the reason follows the table)."""
+    header = ["run", "setting", *(label for _, _, label in HEADLINE_SCORES)]
+    rows = []
+    for ev in evaluations:
+        if ev.result is None:
+            cells = ["skipped"] + [""] * (len(HEADLINE_SCORES) - 1)
+        else:
+            cells = [_cell(ev.result, metric, key) for metric, key, _ in HEADLINE_SCORES]
+        rows.append([str(ev.run_dir), _setting(ev.config), *cells])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
+    legend = (
+        "BetaVAE, FactorVAE: eval accuracy; MIG: mean normalised gap; "
+        "DCI-D, DCI-C: disentanglement, completeness; DCI-I: test accuracy (informativeness)"
+    )
+    return "\n".join([*(line.rstrip() for line in lines), legend, *_footnotes(evaluations)])
+
+
+__all__ = [
+    "FACTOR_DATASETS",
+    "Evaluation",
+    "default_protocols",
+    "evaluate_paths",
+    "evaluate_run",
+    "find_run_dirs",
+    "format_table",
+    "is_run_folder",
+    "json_ready",
+    "posterior_mean_fn",
+    "protocols_with",
+    "skip_reason",
+    "write_metrics",
+]

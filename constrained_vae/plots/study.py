@@ -1,0 +1,146 @@
+"""The figures of a study and ``STUDY/analysis/`` (:func:`write_study_analysis`).
+
+Writes into ``STUDY/analysis/``: ``study_table.csv``, ``pairs.csv``, ``paired.csv`` and
+``epsilon_beta_map.csv`` (:mod:`constrained_vae.analysis.study`); figures: every score against KL
+for both families; KL/ε and λ against step (:func:`~constrained_vae.plots.tradeoff.plot_training_curves`);
+the effective β of both maps; the latent traversals of the best run of each family
+(:func:`~constrained_vae.plots.run_figures.write_figures`); and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import matplotlib.ticker
+import pandas as pd
+from matplotlib.figure import Figure
+
+from constrained_vae.analysis.study import (
+    DEFAULT_SELECT_BY,
+    FAMILIES,
+    best_runs,
+    epsilon_beta_map,
+    format_report,
+    load_study,
+    matched_pairs,
+    paired_comparison,
+    quantities,
+    score_columns,
+    study_table,
+)
+from constrained_vae.analysis.sweep_table import Sweep, load_sweep
+from constrained_vae.plots.figure import new_figure, save_figure
+from constrained_vae.plots.run_figures import FIGURES_DIR, write_figures
+from constrained_vae.plots.tradeoff import DISENTANGLEMENT_SCORES, plot_training_curves
+
+ANALYSIS_DIR = "analysis"
+
+
+def plot_scores_against_kl(sweep: Sweep) -> Figure | None:
+    """Each score against the tail KL (nats per sample): every run, and the seed mean ± std of each point."""
+    columns = score_columns(sweep.runs)
+    if not columns:
+        return None
+    cols = min(3, len(columns))
+    rows = math.ceil(len(columns) / cols)
+    fig = new_figure(figsize=(4.2 * cols, 3.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, column in zip(axes.flat, columns, strict=False):
+        for (mode, key, symbol), (color, marker) in zip(FAMILIES, (("C0", "s"), ("C1", "o")), strict=True):
+            family = sweep.runs[sweep.runs["mode"] == mode]
+            if not len(family):
+                continue
+            ax.scatter(family["kl"], family[column], color=color, marker=marker, s=12, alpha=0.35)
+            means = family.groupby(key)[["kl", column]].agg(["mean", "std"]).sort_values(("kl", "mean"))
+            ax.errorbar(
+                means[("kl", "mean")],
+                means[(column, "mean")],
+                xerr=means[("kl", "std")].fillna(0),
+                yerr=means[(column, "std")].fillna(0),
+                color=color,
+                marker=marker,
+                capsize=2,
+                label=f"{mode} (one point per {symbol}, seed mean ± std)",
+            )
+        ax.set_xlabel("KL (nats per sample)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+        ax.set_title(DISENTANGLEMENT_SCORES.get(column, column), fontsize=9)
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(columns) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def plot_maps(table: pd.DataFrame) -> Figure:
+    """Effective β against ε (log–log): the study's dual and inverse-fixed estimates, and the reference's."""
+    fig = new_figure(figsize=(6, 4.2))
+    ax = fig.subplots()
+    for prefix, style, what in (("", "-", "this study"), ("ref_", "--", "reference sweep")):
+        for estimate, marker in (("beta_dual", "o"), ("beta_inverse_fixed", "s")):
+            column = prefix + estimate
+            if column not in table or not table[column].notna().any():
+                continue
+            shown = table[table[column].notna()]
+            ax.errorbar(
+                shown["epsilon"],
+                shown[column],
+                yerr=shown[column + "_std"].fillna(0),
+                linestyle=style,
+                marker=marker,
+                capsize=2,
+                label=f"{estimate.removeprefix('beta_')} ({what})",
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("KL budget ε (nats per sample)")
+    ax.set_ylabel("effective β")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def write_study_analysis(
+    study_dir: str | Path,
+    *,
+    reference: str | Path | None = None,
+    select_by: str = DEFAULT_SELECT_BY,
+    traversals: bool = True,
+    device: str = "cpu",
+    seed: int = 0,
+) -> tuple[str, list[Path]]:
+    """Write ``STUDY/analysis/`` (see the module docstring); return a Markdown report and the paths written."""
+    record, sweep = load_study(study_dir)
+    matched = {beta: float(eps) for beta, eps in record["matched_epsilon"].items()}
+    out_dir = Path(study_dir) / ANALYSIS_DIR
+    out_dir.mkdir(exist_ok=True)
+    table = study_table(sweep, matched)
+    pairs = matched_pairs(sweep, matched)
+    comparison = paired_comparison(pairs, quantities(sweep.runs), seed=seed)
+    reference_sweep = load_sweep(Path(reference)) if reference is not None else None
+    maps = epsilon_beta_map(sweep, reference_sweep)
+    paths = []
+    for frame, name in ((table, "study_table"), (pairs, "pairs"), (comparison, "paired"), (maps, "epsilon_beta_map")):
+        paths.append(out_dir / f"{name}.csv")
+        frame.to_csv(paths[-1], index=False, float_format="%.6g")
+    figure = plot_scores_against_kl(sweep)
+    if figure is not None:
+        paths += save_figure(figure, out_dir / "scores_against_kl")
+    if len(sweep.constrained):
+        paths += save_figure(plot_training_curves(sweep), out_dir / "training_curves")
+    paths += save_figure(plot_maps(maps), out_dir / "effective_beta")
+    best = best_runs(sweep, select_by) if traversals else {}
+    for mode, name in best.items():
+        run_dir = sweep.path / name
+        write_figures(run_dir, device=device)
+        paths.append(out_dir / f"traversals-{mode}.png")
+        shutil.copyfile(run_dir / FIGURES_DIR / "latent_traversals.png", paths[-1])
+    report = format_report(record, sweep, table, comparison, maps, best, select_by)
+    paths.append(out_dir / "report.md")
+    paths[-1].write_text(report + "\n")
+    return report, paths

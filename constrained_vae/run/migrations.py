@@ -1,0 +1,69 @@
+"""Run folders written by older versions of this package, read as the current version writes them.
+
+Every conversion of an older format lives here, applied once where a file is read
+(:func:`upgrade_settings` for ``config.json`` and a checkpoint's numerics,
+:func:`upgrade_checkpoint` for the rest of a checkpoint), so that the loop and the objectives
+only ever see the current format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# Settings that were stored (unused) for objectives without a multiplier, and are not now.
+_DROPPED_WITHOUT_MULTIPLIER = ("dual_lr", "multiplier_init")
+
+
+def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config or checkpoint's numerics, with the settings added since filled as those runs had them.
+
+    Settings that are None are left out (as a current config's numerics leave them out). Runs from
+    before ``--dual-update`` existed were constrained runs with plain gradient ascent on λ; a
+    fixed-β, capacity or ControlVAE run's dual lr and initial λ were stored then and are not now.
+    """
+    values = {k: v for k, v in values.items() if v is not None}
+    if values.get("mode") == "constrained" and "dual_update" not in values:
+        values["dual_update"] = "gradient"
+    if values.get("mode") in ("fixed-beta", "capacity", "controlvae"):
+        for name in _DROPPED_WITHOUT_MULTIPLIER:
+            values.pop(name, None)
+    return values
+
+
+def upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's state in the current format (a shallow copy; tensors are shared).
+
+    * objectives without extra state once saved none (``problem["extra"]``);
+    * the log window was once saved as plain-float sums (``nll``, ``kl``, ``loss`` over ``count``
+      steps) instead of one row per step, and then as rows after such sums (``carried`` over
+      ``carried_steps`` steps): the sums become that many rows holding their means (so the row
+      logged next is read to float32 rounding, not bit for bit);
+    * the batch generator was once always a CPU one (``rng["batches_device"]``).
+    """
+    state = dict(state)
+    objective = dict(state["objective"])
+    objective["problem"] = {"extra": {}} | dict(objective["problem"])
+    state["objective"] = objective
+    state["window"] = upgrade_window(state["window"])
+    state["rng"] = {"batches_device": "cpu"} | dict(state["rng"])
+    return state
+
+
+def upgrade_window(window: dict[str, Any]) -> dict[str, Any]:
+    """A saved log window in the current format, ``{"rows": [steps, 4]}`` (NLL, KL, loss, multiplier)."""
+    return {"rows": _window_rows(window)}
+
+
+def _window_rows(window: dict[str, Any]) -> torch.Tensor:
+    if "rows" not in window:
+        sums, steps, rows = [window["nll"], window["kl"], window["loss"]], int(window["count"]), None
+    else:
+        carried, steps, rows = window.get("carried"), int(window.get("carried_steps", 0)), window["rows"]
+        sums = [float(value) for value in carried[:3]] if steps else []
+    if not steps:
+        return rows if rows is not None else torch.empty(0, 4)
+    dtype = rows.dtype if rows is not None else torch.float32
+    means = torch.tensor([[*(value / steps for value in sums), 0.0]] * steps, dtype=dtype)
+    return means if rows is None else torch.cat((means, rows))

@@ -1,0 +1,230 @@
+"""The settings of one run, their defaults and their validation.
+
+A :class:`RunConfig` holds every setting that determines a run's numbers; it is written to
+``RUN/config.json`` and read back on ``--resume``. It is flat, as the command line and the file
+are, and composes two parts:
+
+* the **objective's** settings (its budget ε, β or κ and the numbers of its update rule): the
+  objective's own :class:`~constrained_vae.core.objectives.ObjectiveSettings` owns their
+  defaults and validation (:attr:`RunConfig.objective_settings`);
+* the **run's** settings (data, model, optimiser, schedule, logging, device), whose defaults
+  come, for each one not given, from the preset if one is chosen, else from the dataset
+  (:data:`DATASET_DEFAULTS`).
+
+:meth:`RunConfig.resolved` fills both in; a setting the objective does not take stays None, so
+that it is absent from the run's numerics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from constrained_vae.core.checks import check_choice, check_positive, check_positive_int
+from constrained_vae.core.models import MODELS
+from constrained_vae.core.objectives import (
+    OBJECTIVE_FIELDS,
+    OBJECTIVES,
+    DefaultContext,
+    ObjectiveSettings,
+    objective_name,
+    objective_settings,
+)
+from constrained_vae.core.optimizers import OPTIMIZERS
+from constrained_vae.errors import ConfigError
+from constrained_vae.run.migrations import upgrade_settings
+from constrained_vae.run.presets import PRESET_DATASETS, PRESETS, preset_settings
+
+DATASETS = ("dsprites", "dsprites-npz", "digits", "linear-gaussian")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Defaults that depend on the dataset. The dSprites ones make `run.py --epsilon 20` finish in
+# about 5 minutes on 2 CPU cores; the README gives the flags for the paper's scale.
+# ``additive_dual_lr`` is the dual lr of the additive multiplier rules (gradient, pi, augmented),
+# which step λ in nats of NLL per nat of KL and so scale with the data.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dsprites": dict(
+        model="conv", likelihood="bernoulli", latent_dim=10, steps=3000, batch_size=64,
+        lr=5e-4, additive_dual_lr=2e-3, log_every=25, checkpoint_every=500,
+    ),
+    "dsprites-npz": dict(
+        model="conv", likelihood="bernoulli", latent_dim=10, steps=3000, batch_size=64,
+        lr=5e-4, additive_dual_lr=2e-3, log_every=25, checkpoint_every=500,
+    ),
+    "digits": dict(
+        model="mlp", likelihood="bernoulli", latent_dim=10, steps=3000, batch_size=128,
+        lr=1e-3, additive_dual_lr=5e-3, log_every=25, checkpoint_every=500,
+    ),
+    "linear-gaussian": dict(
+        model="linear", likelihood="gaussian", latent_dim=None, steps=4000, batch_size=256,
+        lr=5e-3, additive_dual_lr=2e-2, log_every=20, checkpoint_every=1000,
+    ),
+}  # fmt: skip
+# How a run is computed, not what it computes: they may change on --resume (threads and compile change
+# only the floating-point rounding; see constrained_vae.run.loop).
+RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "checkpoint_every", "threads", "compile")
+POSITIVE_INTEGERS = ("latent_dim", "steps", "batch_size", "num_samples", "log_every", "checkpoint_every", "threads")
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a run. ε, β and λ are in nats per sample (see README)."""
+
+    epsilon: float | None = None  # KL budget ε, nats per sample (constrained mode)
+    beta: float | None = None  # fixed β (fixed-beta mode)
+    dataset: str = "dsprites"
+    data_path: str | None = None
+    spectrum: list[float] = field(default_factory=lambda: [16.0, 8.0, 4.0, 2.0, 1.0])
+    num_samples: int = 20000
+    sigma: float = 1.0  # Gaussian decoder noise σ (linear-gaussian data)
+    learn_sigma: bool = False
+    model: str | None = None
+    likelihood: str | None = None
+    latent_dim: int | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None  # primal learning rate (of `optimizer`)
+    dual_lr: float | None = None  # the multiplier rule's rate (constrained, geco); see constrained_vae.core.dual
+    multiplier_init: float | None = None  # initial λ (GECO: initial β = 1/λ)
+    objective: str | None = None  # None: constrained with --epsilon, fixed-beta with --beta
+    kappa: float | None = None  # GECO's NLL budget κ, nats per sample
+    dual_update: str | None = None  # multiplier update rule (constrained, geco); see constrained_vae.core.dual
+    dual_kp: float | None = None  # proportional gain K_P of --dual-update pi
+    dual_ema: float | None = None  # decay α of the violation's moving average (--dual-update …+ema)
+    capacity_gamma: float | None = None  # γ of the capacity objective
+    anneal_steps: int | None = None  # steps over which capacity / ControlVAE's set point rise to ε
+    seed: int = 0
+    device: str = "auto"
+    log_every: int | None = None
+    checkpoint_every: int | None = None
+    threads: int | None = None  # torch CPU threads while training; None: torch's default (one per core)
+    compile: bool | None = None  # torch.compile the model; None: only long CUDA runs (run.loop.use_compile)
+    optimizer: str | None = None  # primal optimiser, one of OPTIMIZERS; None: Adam
+    preset: str | None = None  # a published setup (constrained_vae.run.presets): its settings fill those not given
+
+    @property
+    def objective_name(self) -> str:
+        """The objective: ``objective`` when given, else constrained with ε, fixed-beta with β."""
+        return objective_name(self.objective, epsilon=self.epsilon, beta=self.beta)
+
+    @property
+    def objective_type(self) -> type[ObjectiveSettings]:
+        """The objective's settings class (its capability flags); ConfigError for an unknown objective."""
+        check_choice("objective", self.objective_name, tuple(OBJECTIVES))
+        return OBJECTIVES[self.objective_name]
+
+    @property
+    def objective_settings(self) -> ObjectiveSettings:
+        """The objective's settings (:mod:`constrained_vae.core.objectives`); ConfigError for one it does not take."""
+        return objective_settings(self.objective, **{name: getattr(self, name) for name in OBJECTIVE_FIELDS})
+
+    @property
+    def label(self) -> str:
+        """``constrained ε=20``, ``fixed-beta β=4``, ``geco κ=30``: the objective and its budget."""
+        return self.objective_settings.label
+
+    def resolved(self) -> RunConfig:
+        """A copy with the settings not given filled in, validated (see the module docstring)."""
+        check_choice("dataset", self.dataset, DATASETS)
+        self._validate_preset()
+        defaults = dict(DATASET_DEFAULTS[self.dataset])
+        if self.dataset == "linear-gaussian":
+            defaults["latent_dim"] = len(self.spectrum)
+        if self.preset is not None:
+            defaults.update(preset_settings(self.preset))
+        run = {
+            name: defaults[name] if value is None and name in defaults else value
+            for name, value in self.run_settings().items()
+        }
+        config = RunConfig(**run, **self.objective_values())
+        config.validate()
+        context = DefaultContext(steps=config.steps, additive_dual_lr=defaults["additive_dual_lr"])
+        objective = config.objective_settings.with_defaults(context)
+        name = (
+            None if config.objective == objective_name(None, epsilon=self.epsilon, beta=self.beta) else self.objective
+        )
+        return dataclasses.replace(config, **dataclasses.asdict(objective), objective=name)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` with a one-line message for any bad setting."""
+        self._validate_objective()
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("device", self.device, DEVICES)
+        self._validate_preset()
+        if self.optimizer is not None:
+            check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.model is not None:
+            check_choice("model", self.model, MODELS)
+        if self.dataset == "dsprites-npz" and not self.data_path:
+            raise ConfigError("--dataset dsprites-npz needs --data-path pointing to the dSprites .npz file")
+        if self.compile is not None and not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be true, false or null, got {self.compile!r}")
+        for name in POSITIVE_INTEGERS:
+            value = getattr(self, name)
+            if value is not None:
+                check_positive_int(name, value)
+        for name in ("lr", "sigma"):
+            value = getattr(self, name)
+            if value is not None:
+                check_positive(name, value)
+        if not isinstance(self.spectrum, (list, tuple)) or not all(isinstance(s, (int, float)) for s in self.spectrum):
+            raise ConfigError(f"spectrum must be a list of positive numbers, got {self.spectrum!r}")
+        if any(not (math.isfinite(s) and s > 0) for s in self.spectrum) or not self.spectrum:
+            raise ConfigError(f"spectrum must be positive numbers, got {self.spectrum}")
+
+    def _validate_preset(self) -> None:
+        """A known preset, on a dataset it was published for."""
+        if self.preset is None:
+            return
+        check_choice("preset", self.preset, tuple(PRESETS))
+        if self.dataset not in PRESET_DATASETS[self.preset]:
+            datasets = " or ".join(PRESET_DATASETS[self.preset])
+            raise ConfigError(f"--preset {self.preset} is a setup for --dataset {datasets}, not {self.dataset}")
+
+    def _validate_objective(self) -> None:
+        """The objective, the budget it needs, and no setting it would ignore (the objective's own rules)."""
+        if self.objective is None and (self.epsilon is None) == (self.beta is None):
+            raise ConfigError("give exactly one of --epsilon (constrained mode) or --beta (fixed-β mode)")
+        self.objective_type  # noqa: B018 (a known objective)
+        self.objective_settings.validate()
+
+    def objective_values(self) -> dict[str, Any]:
+        """The settings of every objective, as given (``objective`` included)."""
+        return {name: getattr(self, name) for name in ("objective", *OBJECTIVE_FIELDS)}
+
+    def run_settings(self) -> dict[str, Any]:
+        """The settings that are not the objective's."""
+        objective = self.objective_values()
+        return {name: value for name, value in dataclasses.asdict(self).items() if name not in objective}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"mode": self.objective_name}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        values = upgrade_settings(values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known - {"mode", "versions"}
+        if unknown:
+            raise ConfigError(f"unknown settings in config: {sorted(unknown)}")
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def numerics(self) -> dict[str, Any]:
+        """The settings that must match for a checkpoint to belong to this run (unused ones, None, left out)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_OVERRIDES and v is not None}
+
+
+def parse_spectrum(text: str) -> list[float]:
+    """``"16,8,4"`` → ``[16.0, 8.0, 4.0]``, with a clear error for anything else."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--spectrum must be comma-separated numbers, got {text!r}") from None
+    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
+        raise ConfigError(f"--spectrum must be positive numbers, got {text!r}")
+    return values
+
+
+__all__ = ["DATASETS", "DATASET_DEFAULTS", "DEVICES", "RESUMABLE_OVERRIDES", "RunConfig", "parse_spectrum"]
