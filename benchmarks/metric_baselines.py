@@ -41,6 +41,10 @@ COLUMNS = [
     ("dci", "disentanglement", "DCI D"),
     ("dci", "completeness", "DCI C"),
     ("dci", "informativeness", "DCI I (test acc.)"),
+    ("sap_score", "sap", "SAP"),
+    ("modularity_explicitness", "modularity_score", "Modularity"),
+    ("modularity_explicitness", "explicitness_score_train", "Explicitness train"),
+    ("modularity_explicitness", "explicitness_score_test", "Explicitness test"),
 ]
 
 
@@ -51,6 +55,8 @@ def quick_protocols() -> dict[str, dict[str, int]]:
         "factorvae_score": dict(num_train=1000, num_eval=500, num_variance_estimate=1000),
         "mig": dict(num_train=1000),
         "dci": dict(num_train=1000, num_test=500),
+        "sap_score": dict(num_train=1000, num_test=500),
+        "modularity_explicitness": dict(num_train=1000, num_test=500),
     }
 
 
@@ -109,7 +115,7 @@ def main() -> None:
         f"\nchance: BetaVAE / FactorVAE 1/{len(FACTOR_SIZES)} = {1 / len(FACTOR_SIZES):.3f}; MIG 0; DCI D, C 0; ",
         end="",
     )
-    print(f"DCI I = mean of 1/size = {chance:.3f}")
+    print(f"DCI I = mean of 1/size = {chance:.3f}; SAP 0; explicitness 0.5; modularity: none (noise scores high)")
 
 
 if __name__ == "__main__":

@@ -46,9 +46,18 @@ def test_without_out_the_run_goes_to_a_fresh_folder_under_runs(tmp_path, monkeyp
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--epsilon", "-1"], "--epsilon must be non-negative"),
+        (["--epsilon", "-1"], "--epsilon must be positive"),
+        (["--epsilon", "0"], "--epsilon must be positive"),
+        (["--beta", "0"], "--beta must be positive"),
+        (["--epsilon", "1", "--seed", "-1"], "--seed must be an integer from 0 to"),
+        (["--epsilon", "1", "--seed", "99999999999999999999999"], "--seed must be an integer from 0 to"),
+        (["--epsilon", "1", "--dual-update", "log", "--dual-kp", "2"], "--dual-kp does not apply to --dual-update log"),
+        (
+            ["--epsilon", "1", "--dual-update", "gradient", "--dual-ema", "0.5"],
+            "--dual-ema does not apply to --dual-update gradient",
+        ),
         (["--epsilon", "nan"], "--epsilon must be a finite number"),
-        (["--beta", "-0.5"], "--beta must be non-negative"),
+        (["--beta", "-0.5"], "--beta must be positive"),
         (["--beta", "inf"], "--beta must be a finite number"),
         ([], "exactly one of --epsilon"),
         (["--epsilon", "1", "--beta", "1"], "exactly one of --epsilon"),

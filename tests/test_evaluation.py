@@ -33,6 +33,8 @@ REQUIRED_SCORES = {
     "factorvae_score": {"train_accuracy", "eval_accuracy"},
     "mig": {"mig"},
     "dci": {"disentanglement", "completeness", "informativeness"},
+    "sap_score": {"sap"},
+    "modularity_explicitness": {"modularity_score", "explicitness_score_train", "explicitness_score_test"},
 }
 FIGURES = ("kl_per_dimension.png", "latent_traversals.png", "reconstructions.png", "prior_samples.png")
 
@@ -241,3 +243,12 @@ def test_figures_refuse_a_non_run_folder_with_exit_2(tmp_path, capsys):
     assert load_script("analysis/figures.py").main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_a_geco_run_is_scored_tabled_and_drawn(tmp_path):
+    config = RunConfig(objective="geco", kappa=3000.0, steps=2, batch_size=8, latent_dim=3, log_every=1)
+    train(config, tmp_path / "geco", progress=False)
+    evaluations = evaluate_paths([tmp_path / "geco"], protocols=protocols_with({"num_train": 40}, ["mig"]))
+    row = format_table(evaluations).splitlines()[1]
+    assert "geco κ=3000" in row and "None" not in row
+    assert {path.name for path in write_figures(tmp_path / "geco")} >= {"reconstructions.png", "prior_samples.png"}

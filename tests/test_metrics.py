@@ -36,12 +36,16 @@ SMALL = {
     "factorvae_score": dict(batch_size=16, num_train=300, num_eval=200, num_variance_estimate=2000),
     "mig": dict(num_train=3000),
     "dci": dict(num_train=1000, num_test=500, predictor="forest"),
+    "sap_score": dict(num_train=1000, num_test=500),
+    "modularity_explicitness": dict(num_train=1000, num_test=500),
 }
 HEADLINE = {
     "betavae_score": "eval_accuracy",
     "factorvae_score": "eval_accuracy",
     "mig": "mig",
     "dci": "disentanglement",
+    "sap_score": "sap",
+    "modularity_explicitness": "modularity_score",
 }
 CHANCE_INFORMATIVENESS = float(np.mean([1.0 / size for size in FACTOR_SIZES]))  # ≈ 0.118
 
@@ -110,13 +114,20 @@ def test_a_rotated_oracle_scores_far_lower_on_mig_and_dci_disentanglement(oracle
 
 @pytest.mark.parametrize(
     ("metric", "rescale", "tolerance"),
-    [("betavae_score", False, 1e-3), ("factorvae_score", True, 1e-9), ("mig", True, 1e-3), ("dci", True, 0.01)],
+    [
+        ("betavae_score", False, 1e-3),
+        ("factorvae_score", True, 1e-9),
+        ("mig", True, 1e-3),
+        ("dci", True, 0.01),
+        ("modularity_explicitness", True, 1e-3),
+    ],
 )
 def test_scores_keep_the_invariances_each_metric_claims(metric, rescale, tolerance):
     """Permuting code dimensions never matters; positive rescaling only where the metric says so
     (BetaVAE's classifier is L2-regularised). The rotated oracle gives mid-range scores, where a
     broken invariance would show. Tolerances: solver round-off (BetaVAE), a point on a bin edge
-    (MIG), trees choosing among equally good splits in another order (DCI)."""
+    (MIG, modularity), trees choosing among equally good splits in another order (DCI). SAP's
+    invariance to permutations alone is checked in ``test_sap_modularity.py``."""
     rng = np.random.default_rng(5)
     permutation = rng.permutation(len(FACTOR_SIZES))
     scales = rng.uniform(0.5, 4.0, len(FACTOR_SIZES)) if rescale else np.ones(len(FACTOR_SIZES))
@@ -129,6 +140,9 @@ def test_scores_keep_the_invariances_each_metric_claims(metric, rescale, toleran
         assert after["mig_per_factor"] == pytest.approx(before["mig_per_factor"], abs=tolerance)
     if metric == "dci":
         for other in ("completeness", "informativeness"):
+            assert after[other] == pytest.approx(before[other], abs=tolerance)
+    if metric == "modularity_explicitness":
+        for other in ("explicitness_score_train", "explicitness_score_test"):
             assert after[other] == pytest.approx(before[other], abs=tolerance)
 
 
@@ -207,6 +221,18 @@ def test_on_rendered_dsprites_the_sprite_centroid_is_scored_as_position():
     assert accuracy[3] > 0.9 and accuracy[4] > 0.9
     importance = np.asarray(dci["importance_matrix"])  # [code, factor]
     assert importance[0, 3] > 0.9 and importance[1, 4] > 0.9
+
+
+def test_on_rendered_dsprites_explicitness_and_sap_read_the_sprite_centroid_as_position_and_scale():
+    """Its area holds scale; its centre position (whose 32 classes a one-dimensional SVM cannot single
+    out, so SAP sees little of it); nothing of orientation (explicitness at chance, 0.5)."""
+    dataset = DSprites()
+    explicit = metrics.modularity_explicitness(sprite_centroid, dataset, num_train=1000, num_test=500)
+    per_factor = explicit["explicitness_per_factor_test"]
+    assert min(per_factor[1], per_factor[3], per_factor[4]) > 0.8
+    assert abs(per_factor[2] - 0.5) < 0.06
+    gaps = metrics.sap_score(sprite_centroid, dataset, num_train=1000, num_test=500)["sap_per_factor"]
+    assert gaps[1] > 0.3 and max(gaps[2:]) < 0.1  # scale (6 classes) read off the area alone
 
 
 # ---------------------------------------------------------------------------- bad input

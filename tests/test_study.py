@@ -1,4 +1,4 @@
-"""The study of issue 9 end to end on a tiny CPU configuration: presets, the study script (interrupted and
+"""The paper-scale study end to end on a tiny CPU configuration: presets, the study script (interrupted and
 continued), its refusals, and the analysis; plus the analysis' statistics on hand-made numbers."""
 
 from __future__ import annotations

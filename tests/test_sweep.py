@@ -240,7 +240,8 @@ def test_a_cluster_that_cannot_train_the_points_is_refused_before_anything_is_wr
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--epsilon", "5", "-2"], "--epsilon must be non-negative"),
+        (["--epsilon", "5", "-2"], "--epsilon must be positive"),
+        (["--epsilon", "0", "1"], "--epsilon must be positive"),
         (["--beta", "1", "nan"], "--beta must be a finite number"),
         (["--seeds", "0"], "give --epsilon and/or --beta"),
         (["--epsilon", "1", "--steps", "0"], "steps must be a positive integer"),

@@ -1,4 +1,4 @@
-"""The analysis says when a constraint was not met, and its figures can be read (issue 12).
+"""The analysis says when a constraint was not met, and its figures can be read.
 
 The sweep here is hand-written run folders (no training): a linear-Gaussian sweep whose
 runs sit on the closed form, except at ε = 0.1, where the run ended with KL = 1.5 ε and λ

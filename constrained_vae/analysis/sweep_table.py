@@ -69,10 +69,13 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
         "steps": summary["steps"],
     }
     evaluated = folder.read_scores(run_dir) or {}  # disentanglement scores, when evaluated
+    protocols = evaluated.get("protocols", {})
     for metric, values in evaluated.get("scores", {}).items():
         if isinstance(values, dict):
+            settings = protocols.get(metric, {})
             for key, value in values.items():
-                if isinstance(value, (int, float)):
+                # numbers only: a flag, or a protocol setting echoed in the scores (e.g. num_bins), is no score
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in settings:
                     row[f"{metric}.{key}"] = float(value)
     return row, {k: v for k, v in config.to_dict().items() if k not in GRID_SETTINGS}
 

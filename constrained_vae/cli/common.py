@@ -12,7 +12,7 @@ import sys
 from typing import NoReturn
 
 from constrained_vae.errors import ConfigError
-from constrained_vae.run.settings import DATASET_DEFAULTS, RunConfig
+from constrained_vae.run.settings import DATASET_DEFAULTS, IMAGE_DEFAULTS, RunConfig
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
@@ -42,12 +42,16 @@ def user_error(error: Exception) -> int:
 
 
 def dataset_default(key: str) -> str:
-    """``default: 64 (dsprites, dsprites-npz), 128 (digits), …`` for a setting whose default depends on the dataset."""
+    """``default: 64 (dsprites and the other 64×64 image datasets), 128 (digits), …``: the default of a
+    setting that depends on the dataset."""
     by_value: dict[str, list[str]] = {}
     for dataset, defaults in DATASET_DEFAULTS.items():
         value = defaults[key]
         text = "one per --spectrum value" if value is None and key == "latent_dim" else f"{value:g}"
-        by_value.setdefault(text, []).append(dataset)
+        names = by_value.setdefault(text, [])
+        name = "dsprites and the other 64×64 image datasets" if defaults is IMAGE_DEFAULTS else dataset
+        if name not in names:
+            names.append(name)
     if len(by_value) == 1:
         return f"default: {next(iter(by_value))}"
     return "default: " + ", ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items())

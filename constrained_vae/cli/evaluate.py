@@ -15,11 +15,22 @@ from collections.abc import Sequence
 from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.errors import UserInputError
 from constrained_vae.evaluation.metrics import DCI_PREDICTORS, METRICS
-from constrained_vae.evaluation.scoring import evaluate_paths, format_table, protocols_with
+from constrained_vae.evaluation.scoring import (
+    HELD_OUT_NAMES,
+    default_protocols,
+    evaluate_paths,
+    format_table,
+    protocols_with,
+)
 from constrained_vae.run.device import resolve_device
 from constrained_vae.run.settings import DEVICES
 
 PROTOCOL_SETTINGS = ("num_train", "num_eval", "batch_size", "num_variance_estimate", "num_bins", "predictor")
+
+
+def metrics_with(setting: str) -> str:
+    """The metrics whose protocol has ``setting``, comma-separated (for the flags' help)."""
+    return ", ".join(name for name, protocol in default_protocols().items() if setting in protocol)
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -27,14 +38,22 @@ def evaluate_parser() -> argparse.ArgumentParser:
         prog="experiments/evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP", help="run folders or sweep folders")
-    parser.add_argument("--metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    parser.add_argument("--metrics", help=f"comma-separated subset of: {', '.join(METRICS)} (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every metric's sampling and classifiers")
     protocol = parser.add_argument_group("protocol (default: the published one)")
     protocol.add_argument("--num-train", type=int, help="training points of every metric (default 10000)")
-    protocol.add_argument("--num-eval", type=int, help="held-out points: num_eval, and DCI's num_test (default 5000)")
+    protocol.add_argument(
+        "--num-eval",
+        type=int,
+        help="held-out points ("
+        + "; ".join(f"{key} of {metrics_with(key)}" for key in HELD_OUT_NAMES)
+        + "; default 5000)",
+    )
     protocol.add_argument("--batch-size", type=int, help="observations per BetaVAE / FactorVAE point (default 64)")
     protocol.add_argument("--num-variance-estimate", type=int, help="FactorVAE: points for the code std (10000)")
-    protocol.add_argument("--num-bins", type=int, help="MIG: histogram bins per code (default 20)")
+    protocol.add_argument(
+        "--num-bins", type=int, help=f"{metrics_with('num_bins')}: histogram bins per code (default 20)"
+    )
     protocol.add_argument(
         "--dci-predictor",
         dest="predictor",

@@ -21,12 +21,13 @@ from constrained_vae.core import dual
 from constrained_vae.core.objectives import OBJECTIVES, GECOSettings
 from constrained_vae.core.objectives.capacity import DEFAULT_GAMMA
 from constrained_vae.core.objectives.controlvae import ControlVAESettings
+from constrained_vae.data import DATASETS
 from constrained_vae.errors import TrainingDiverged, TrainingInterrupted, UserInputError
 from constrained_vae.run import folder
 from constrained_vae.run.device import COMPILE_MIN_STEPS
 from constrained_vae.run.loop import resume_config, train
 from constrained_vae.run.presets import PRESET_DESCRIPTIONS
-from constrained_vae.run.settings import DATASETS, DEVICES, RunConfig, parse_spectrum
+from constrained_vae.run.settings import DEVICES, RunConfig, parse_spectrum
 
 PROG = "experiments/run.py"
 
@@ -75,8 +76,22 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="steps over which capacity's C or controlvae's set point rise to --epsilon (default: half of --steps)",
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, help="default: dsprites (generated, no download)")
-    data.add_argument("--data-path", help="the official dSprites .npz file, for --dataset dsprites-npz")
+    data.add_argument(
+        "--dataset",
+        choices=list(DATASETS),
+        help="default: dsprites; " + "; ".join(f"{name}: {source.about}" for name, source in DATASETS.items()),
+    )
+    data.add_argument(
+        "--data-path",
+        help="what the dataset is read from: "
+        + "; ".join(f"{source.path} for {name}" for name, source in DATASETS.items() if source.path),
+    )
+    data.add_argument(
+        "--factor-sizes",
+        type=_factor_sizes,
+        help="the factor grid of an MPI3D file other than the published one, e.g. 4,4,2,3,3,40,40 "
+        "(disentanglement_lib's older toy and realistic files)",
+    )
     data.add_argument("--spectrum", type=_spectrum, help="linear-gaussian eigenvalues, e.g. 16,8,4,2,1")
     data.add_argument("--num-samples", type=int, help="linear-gaussian rows (default 20000)")
     training = parser.add_argument_group("training (defaults depend on the dataset; see README)")
@@ -104,6 +119,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the model's forward and backward under torch.compile, with CUDA graphs on a GPU (default: "
         f"only for CUDA runs of {COMPILE_MIN_STEPS} steps or more; compiling takes tens of seconds)",
     )
+
+
+def _factor_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"factor sizes must be positive, got {text!r}")
+    return sizes
 
 
 def _spectrum(text: str) -> list[float]:

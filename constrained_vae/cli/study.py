@@ -81,7 +81,7 @@ def study_parser() -> argparse.ArgumentParser:
     )
     evaluation = parser.add_argument_group("evaluation (default: every metric at the published protocol)")
     evaluation.add_argument("--no-evaluate", action="store_true", help="train only")
-    evaluation.add_argument("--eval-metrics", help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    evaluation.add_argument("--eval-metrics", help=f"comma-separated subset of {', '.join(METRICS)} (default: all)")
     evaluation.add_argument("--eval-seed", type=int, default=0, help="seed of every metric (default 0)")
     evaluation.add_argument(
         "--eval-device", default="auto", choices=DEVICES, help="the encoder's device (default: auto, CUDA if any)"

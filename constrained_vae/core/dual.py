@@ -226,9 +226,11 @@ class MultiplierSettings:
         """
         update = self.update
         if self.dual_kp is not None and update.rule != "pi":
-            raise ConfigError("--dual-kp does not apply to --dual-update pi")
+            raise ConfigError(f"--dual-kp does not apply to --dual-update {update} (only pi and pi+ema take a gain)")
         if self.dual_ema is not None and not update.ema:
-            raise ConfigError("--dual-ema does not apply to a --dual-update with +ema")
+            raise ConfigError(
+                f"--dual-ema does not apply to --dual-update {update} (only the +ema rules average the violation)"
+            )
         if self.positive_multiplier and update.rule != "log":
             choices = " or ".join(f"log{suffix}" for suffix in (EMA_SUFFIX, ""))
             raise ConfigError(

@@ -14,7 +14,7 @@ A score the metric could not define (e.g. FactorVAE with no active code dimensio
 and the metric's ``undefined`` maps it to the reason; ``protocols["dci"]["predictor"]`` names DCI's
 classifier and ``scores["dci"]["predictor_settings"]`` its settings. Scoring a few metrics keeps
 the others already in the file when they scored the same checkpoint step with the same seed. Runs
-on datasets without ground-truth factors (digits, linear-gaussian) are skipped with a message.
+on datasets without ground-truth factors (digits, linear-gaussian, images) are skipped with a message.
 ``experiments/evaluate.py`` is the command line.
 """
 
@@ -33,14 +33,13 @@ import sklearn
 import torch
 
 from constrained_vae.core.models import VAE
-from constrained_vae.data import FactorDataset
+from constrained_vae.data import FACTOR_DATASETS, FactorDataset
 from constrained_vae.errors import ConfigError, RunFolderError
 from constrained_vae.evaluation.metrics import METRICS, RepresentationFn
 from constrained_vae.run import folder, locks
 from constrained_vae.run.loop import load_run
 from constrained_vae.run.settings import RunConfig
 
-FACTOR_DATASETS = ("dsprites", "dsprites-npz")
 ENCODE_BATCH = 256  # observations per encoder forward pass
 HELD_OUT_NAMES = ("num_eval", "num_test")  # what each metric calls its held-out points
 NOT_PROTOCOL = ("seed", "n_jobs")  # keyword arguments that are not protocol: recorded apart, or change only speed
@@ -51,6 +50,9 @@ HEADLINE_SCORES = (
     ("dci", "disentanglement", "DCI-D"),
     ("dci", "completeness", "DCI-C"),
     ("dci", "informativeness", "DCI-I"),
+    ("sap_score", "sap", "SAP"),
+    ("modularity_explicitness", "modularity_score", "Modularity"),
+    ("modularity_explicitness", "explicitness_score_test", "Explicitness"),
 )
 
 
@@ -84,9 +86,10 @@ def protocols_with(
     overrides: dict[str, Any] | None = None, metric_names: Sequence[str] | None = None
 ) -> dict[str, dict[str, Any]]:
     """The default protocols of ``metric_names`` (default: all), with each of ``overrides`` set in
-    every chosen metric that has that setting (others ignore it). ``num_eval`` also sets DCI's
-    ``num_test`` (both are the held-out points). A setting that no metric has at all, or an unknown
-    metric, is a ConfigError.
+    every chosen metric that has that setting (others ignore it). ``num_eval`` also sets ``num_test``
+    (DCI's, SAP's, modularity's) and ``num_test`` sets ``num_eval``: both are the held-out points
+    (:data:`HELD_OUT_NAMES`). A setting that no metric has at all, or an unknown metric, is a
+    ConfigError.
     """
     defaults = default_protocols()
     names = list(metric_names) if metric_names is not None else list(defaults)
@@ -147,13 +150,21 @@ def posterior_mean_fn(model: VAE, batch_size: int = ENCODE_BATCH) -> Representat
     return representation
 
 
+def reseed_observations(dataset: FactorDataset, seed: int) -> None:
+    """Seed what a dataset draws with its observations (the dSprites variants' colour, noise and
+    patch), so that a metric's scores depend on its seed alone, not on what was drawn before."""
+    generator = getattr(dataset, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
+
+
 def skip_reason(config: RunConfig) -> str | None:
     """Why a run cannot be scored, or None when it can."""
     if config.dataset in FACTOR_DATASETS:
         return None
     return (
         f"dataset {config.dataset!r} has no ground-truth factors; "
-        f"disentanglement metrics need {' or '.join(FACTOR_DATASETS)}"
+        f"disentanglement metrics need one with factors ({', '.join(FACTOR_DATASETS)})"
     )
 
 
@@ -195,6 +206,7 @@ def evaluate_run(
     scores, seconds = {}, {}
     for name, settings in protocols.items():
         started = time.perf_counter()
+        reseed_observations(trainee.dataset, seed)
         scores[name] = json_ready(METRICS[name](representation, trainee.dataset, seed=seed, **settings))
         seconds[name] = round(time.perf_counter() - started, 3)
         if log is not None:
@@ -260,7 +272,10 @@ def evaluate_paths(
 
 
 def _setting(config: RunConfig) -> str:
-    return f"ε={config.epsilon:g}" if config.epsilon is not None else f"β={config.beta:g}"
+    """``ε=20``, ``β=4``; a baseline with its name: ``geco κ=30``, ``capacity ε=25``."""
+    settings = config.objective_settings
+    budget = f"{settings.budget_symbol}={settings.budget_value:g}"
+    return budget if config.objective is None else f"{settings.name} {budget}"
 
 
 def _cell(result: dict[str, Any], metric: str, key: str) -> str:
@@ -304,7 +319,9 @@ def format_table(evaluations: Sequence[Evaluation]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
     legend = (
         "BetaVAE, FactorVAE: eval accuracy; MIG: mean normalised gap; "
-        "DCI-D, DCI-C: disentanglement, completeness; DCI-I: test accuracy (informativeness)"
+        "DCI-D, DCI-C: disentanglement, completeness; DCI-I: test accuracy (informativeness); "
+        "SAP: mean gap in test accuracy; Modularity: one factor per code (noise scores high too); "
+        "Explicitness: test ROC-AUC (chance 0.5)"
     )
     return "\n".join([*(line.rstrip() for line in lines), legend, *_footnotes(evaluations)])
 

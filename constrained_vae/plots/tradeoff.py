@@ -203,7 +203,11 @@ DISENTANGLEMENT_SCORES = {
     "factorvae_score.eval_accuracy": "FactorVAE metric (eval accuracy)",
     "mig.mig": "MIG",
     "dci.disentanglement": "DCI disentanglement",
+    "sap_score.sap": "SAP score",
+    "modularity_explicitness.modularity_score": "Modularity",
+    "modularity_explicitness.explicitness_score_test": "Explicitness (test ROC-AUC)",
 }
+MARKERS = "os^Dvp*"  # one per entry of DISENTANGLEMENT_SCORES
 
 
 def disentanglement_columns(frame: pd.DataFrame) -> list[str]:
@@ -229,7 +233,7 @@ def plot_disentanglement(sweep: Sweep) -> Figure | None:
                 grouped.mean().index,
                 grouped.mean(),
                 yerr=grouped.std().fillna(0),
-                marker="os^D"[i],
+                marker=MARKERS[i],
                 capsize=3,
                 label=DISENTANGLEMENT_SCORES[column],
             )
@@ -242,8 +246,8 @@ def plot_disentanglement(sweep: Sweep) -> Figure | None:
     axes[0].set_ylabel("score (1 = best)")
     handles, labels = axes[0 if len(sweep.constrained) else 1].get_legend_handles_labels()
     handles.append(matplotlib.lines.Line2D([], [], color="grey", linestyle=":", linewidth=1))
-    labels.append("chance of the BetaVAE and FactorVAE metrics (MIG, DCI: 0)")
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    labels.append("chance of the BetaVAE and FactorVAE metrics (MIG, DCI, SAP: 0; explicitness: 0.5)")
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.subplots_adjust(bottom=0.25)
     fig.suptitle(f"Disentanglement against ε and β — {_title(sweep)}", fontsize=10)
     return fig

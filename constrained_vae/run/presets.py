@@ -6,15 +6,17 @@ overrides the preset's, and the preset overrides the dataset default
 (:meth:`RunConfig.resolved`). Presets do not set the objective or its budget (β, ε):
 they are the model, the optimiser and the schedule. Units as everywhere: nats per sample.
 
-``locatello2019`` — disentanglement_lib's β-VAE on dSprites, the setup of Locatello et
-al. (2019), "Challenging common assumptions in the unsupervised learning of disentangled
-representations" (ICML), ``disentanglement_lib/config/unsupervised_study_v1/model_configs/shared.gin``:
+``locatello2019`` — disentanglement_lib's β-VAE, the setup of Locatello et al. (2019),
+"Challenging common assumptions in the unsupervised learning of disentangled representations" (ICML),
+``disentanglement_lib/config/unsupervised_study_v1/model_configs/shared.gin``:
 ``model.batch_size = 64``, ``encoder.num_latent = 10``, ``model.training_steps = 300000``,
 ``vae/AdamOptimizer`` with ``learning_rate = 0.0001``, ``beta1 = 0.9``, ``beta2 = 0.999``,
 ``epsilon = 1e-08`` (torch's Adam defaults for the last three), ``encoder_fn = @conv_encoder``,
 ``decoder_fn = @deconv_decoder`` (four 4×4 stride-2 convolutions of 32, 32, 64, 64 channels,
 FC 256, and the mirror: this project's ``conv`` model), ``reconstruction_loss = @bernoulli_loss``.
-Weight initialisation differs (TensorFlow's Glorot-uniform against torch's defaults).
+Weight initialisation differs (TensorFlow's Glorot-uniform against torch's defaults). That study
+trains every one of its datasets with these settings; of them, this project reads dSprites, its
+colour, noise and scream variants, and 3D Shapes.
 
 ``higgins2017`` — the β-VAE paper's own 2D-shapes (dSprites) setup: Higgins et al. (2017),
 "β-VAE: Learning basic visual concepts with a constrained variational framework" (ICLR),
@@ -49,7 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # The datasets each preset was published for.
 PRESET_DATASETS: dict[str, tuple[str, ...]] = {
-    LOCATELLO_2019: ("dsprites", "dsprites-npz"),
+    LOCATELLO_2019: ("dsprites", "dsprites-npz", "color-dsprites", "noisy-dsprites", "scream-dsprites", "shapes3d"),
     HIGGINS_2017: ("dsprites", "dsprites-npz"),
 }
 

@@ -33,26 +33,24 @@ from constrained_vae.core.objectives import (
     objective_settings,
 )
 from constrained_vae.core.optimizers import OPTIMIZERS
+from constrained_vae.data import DATASETS
 from constrained_vae.errors import ConfigError
 from constrained_vae.run.migrations import upgrade_settings
 from constrained_vae.run.presets import PRESET_DATASETS, PRESETS, preset_settings
 
-DATASETS = ("dsprites", "dsprites-npz", "digits", "linear-gaussian")
 DEVICES = ("auto", "cpu", "cuda")
 
 # Defaults that depend on the dataset. The dSprites ones make `run.py --epsilon 20` finish in
-# about 5 minutes on 2 CPU cores; the README gives the flags for the paper's scale.
+# about 5 minutes on 2 CPU cores; the README gives the flags for the paper's scale. Every 64×64
+# image dataset takes dSprites' (the conv VAE, Bernoulli NLL on [0, 1] values, as disentanglement_lib).
 # ``additive_dual_lr`` is the dual lr of the additive multiplier rules (gradient, pi, augmented),
 # which step λ in nats of NLL per nat of KL and so scale with the data.
+IMAGE_DEFAULTS: dict[str, Any] = dict(
+    model="conv", likelihood="bernoulli", latent_dim=10, steps=3000, batch_size=64,
+    lr=5e-4, additive_dual_lr=2e-3, log_every=25, checkpoint_every=500,
+)  # fmt: skip
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dsprites": dict(
-        model="conv", likelihood="bernoulli", latent_dim=10, steps=3000, batch_size=64,
-        lr=5e-4, additive_dual_lr=2e-3, log_every=25, checkpoint_every=500,
-    ),
-    "dsprites-npz": dict(
-        model="conv", likelihood="bernoulli", latent_dim=10, steps=3000, batch_size=64,
-        lr=5e-4, additive_dual_lr=2e-3, log_every=25, checkpoint_every=500,
-    ),
+    **{name: IMAGE_DEFAULTS for name in DATASETS if name not in ("digits", "linear-gaussian")},
     "digits": dict(
         model="mlp", likelihood="bernoulli", latent_dim=10, steps=3000, batch_size=128,
         lr=1e-3, additive_dual_lr=5e-3, log_every=25, checkpoint_every=500,
@@ -65,6 +63,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 # How a run is computed, not what it computes: they may change on --resume (threads and compile change
 # only the floating-point rounding; see constrained_vae.run.loop).
 RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "checkpoint_every", "threads", "compile")
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer; checkpoints store it as int64
 POSITIVE_INTEGERS = ("latent_dim", "steps", "batch_size", "num_samples", "log_every", "checkpoint_every", "threads")
 
 
@@ -77,6 +76,7 @@ class RunConfig:
     dataset: str = "dsprites"
     data_path: str | None = None
     spectrum: list[float] = field(default_factory=lambda: [16.0, 8.0, 4.0, 2.0, 1.0])
+    factor_sizes: list[int] | None = None  # the grid of an MPI3D file other than the published one
     num_samples: int = 20000
     sigma: float = 1.0  # Gaussian decoder noise σ (linear-gaussian data)
     learn_sigma: bool = False
@@ -127,7 +127,7 @@ class RunConfig:
 
     def resolved(self) -> RunConfig:
         """A copy with the settings not given filled in, validated (see the module docstring)."""
-        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("dataset", self.dataset, tuple(DATASETS))
         self._validate_preset()
         defaults = dict(DATASET_DEFAULTS[self.dataset])
         if self.dataset == "linear-gaussian":
@@ -150,17 +150,18 @@ class RunConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a one-line message for any bad setting."""
         self._validate_objective()
-        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("dataset", self.dataset, tuple(DATASETS))
         check_choice("device", self.device, DEVICES)
         self._validate_preset()
         if self.optimizer is not None:
             check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.model is not None:
             check_choice("model", self.model, MODELS)
-        if self.dataset == "dsprites-npz" and not self.data_path:
-            raise ConfigError("--dataset dsprites-npz needs --data-path pointing to the dSprites .npz file")
+        self._validate_data_source()
         if self.compile is not None and not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true, false or null, got {self.compile!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         for name in POSITIVE_INTEGERS:
             value = getattr(self, name)
             if value is not None:
@@ -173,6 +174,20 @@ class RunConfig:
             raise ConfigError(f"spectrum must be a list of positive numbers, got {self.spectrum!r}")
         if any(not (math.isfinite(s) and s > 0) for s in self.spectrum) or not self.spectrum:
             raise ConfigError(f"spectrum must be positive numbers, got {self.spectrum}")
+
+    def _validate_data_source(self) -> None:
+        """``--data-path`` for a dataset read from a file, ``--factor-sizes`` only where a file's grid may vary."""
+        source = DATASETS[self.dataset]
+        if source.path and not self.data_path:
+            raise ConfigError(f"--dataset {self.dataset} needs --data-path pointing to {source.path}")
+        if self.factor_sizes is None:
+            return
+        if not source.takes_factor_sizes:
+            raise ConfigError(f"--factor-sizes does not apply to --dataset {self.dataset}")
+        if not isinstance(self.factor_sizes, (list, tuple)) or not self.factor_sizes:
+            raise ConfigError(f"factor_sizes must be a list of positive integers, got {self.factor_sizes!r}")
+        for size in self.factor_sizes:
+            check_positive_int("factor size", size)
 
     def _validate_preset(self) -> None:
         """A known preset, on a dataset it was published for."""

@@ -45,6 +45,7 @@ class Trainee:
             spectrum=config.spectrum,
             num_samples=config.num_samples,
             seed=config.seed,
+            factor_sizes=config.factor_sizes,
         )
         if dataset.likelihood != config.likelihood:
             raise ConfigError(f"dataset {config.dataset} is for a {dataset.likelihood} likelihood")

@@ -159,7 +159,7 @@ def check_extends(sweep_dir: Path, recorded: dict[str, Any], grid: Grid, setting
 
 def resolved_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The run settings with dataset defaults filled in (the grid's fields left out)."""
-    config = RunConfig.from_dict({**settings, "epsilon": 0.0, "beta": None}).resolved()
+    config = RunConfig.from_dict({**settings, "epsilon": 1.0, "beta": None}).resolved()  # any budget: it is left out
     return {key: value for key, value in config.to_dict().items() if key not in (*GRID_FIELDS, "mode")}
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from constrained_vae.core import dual
-from constrained_vae.core.checks import check_non_negative
+from constrained_vae.core.checks import check_positive
 from constrained_vae.core.models import VAE
 from constrained_vae.core.objectives.base import setting
 from constrained_vae.core.objectives.budget import BudgetProblem, BudgetSettings
@@ -22,7 +22,7 @@ from constrained_vae.core.objectives.budget import BudgetProblem, BudgetSettings
 class ConstrainedSettings(BudgetSettings):
     """ε: the KL budget in nats per sample; the multiplier's rule and numbers (``MultiplierSettings``)."""
 
-    epsilon: float | None = setting(check_non_negative)
+    epsilon: float | None = setting(check_positive)
 
     name = "constrained"
     budget = "epsilon"

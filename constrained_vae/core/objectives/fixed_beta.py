@@ -12,7 +12,7 @@ import cooper
 import torch
 from torch import nn
 
-from constrained_vae.core.checks import check_non_negative
+from constrained_vae.core.checks import check_positive
 from constrained_vae.core.models import VAE
 from constrained_vae.core.objectives.base import (
     ObjectiveSettings,
@@ -28,7 +28,7 @@ from constrained_vae.core.objectives.base import (
 class FixedBetaSettings(ObjectiveSettings):
     """β: the weight on KL, in nats of NLL per nat of KL."""
 
-    beta: float | None = setting(check_non_negative)
+    beta: float | None = setting(check_positive)
 
     name = "fixed-beta"
     budget = "beta"

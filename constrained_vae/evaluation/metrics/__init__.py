@@ -9,9 +9,10 @@ keyword arguments whose defaults are the published protocol as disentanglement_l
 ``evaluation/metrics/`` and ``config/unsupervised_study_v1/metric_configs/``); ``seed`` fixes
 everything random (the factors drawn, the classifiers): same seed, same scores.
 
-Scores are fractions in [0, 1] (accuracies, normalised mutual information, 1 − normalised
-entropy); a score that is undefined for the representation or the dataset is NaN, and the result's
-``undefined`` maps it to the reason (e.g. a FactorVAE score with no active code dimension).
+Scores are fractions in [0, 1] (accuracies and gaps between them, normalised mutual information,
+1 − normalised entropy, ROC-AUCs); a score that is undefined for the representation or the dataset
+is NaN, and the result's ``undefined`` maps it to the reason (e.g. a FactorVAE score with no active
+code dimension).
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ from constrained_vae.evaluation.metrics.dci import (
 )
 from constrained_vae.evaluation.metrics.factorvae import factorvae_from_votes, factorvae_score
 from constrained_vae.evaluation.metrics.mig import histogram_discretize, mig, mig_from_codes
+from constrained_vae.evaluation.metrics.modularity import modularity_explicitness, modularity_explicitness_from_codes
 from constrained_vae.evaluation.metrics.sampling import OBSERVATIONS_PER_CALL, FactorSource, RepresentationFn
+from constrained_vae.evaluation.metrics.sap import sap_from_codes, sap_score
 
 METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "betavae_score": betavae_score,
     "factorvae_score": factorvae_score,
     "mig": mig,
     "dci": dci,
+    "sap_score": sap_score,
+    "modularity_explicitness": modularity_explicitness,
 }
 
 __all__ = [
@@ -55,4 +60,8 @@ __all__ = [
     "histogram_discretize",
     "mig",
     "mig_from_codes",
+    "modularity_explicitness",
+    "modularity_explicitness_from_codes",
+    "sap_from_codes",
+    "sap_score",
 ]

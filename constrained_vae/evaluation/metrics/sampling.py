@@ -51,7 +51,7 @@ def factor_sizes_of(dataset: FactorSource) -> np.ndarray:
         )
     sizes = np.asarray(sizes)
     if sizes.ndim != 1 or sizes.size == 0 or not np.issubdtype(sizes.dtype, np.integer) or (sizes < 2).any():
-        raise ValueError(f"factor_sizes must be a non-empty list of integers ≥ 2, got {list(sizes)}")
+        raise ValueError(f"factor_sizes must be a non-empty list of integers ≥ 2, got {sizes.tolist()}")
     return sizes.astype(np.int64)
 
 
@@ -103,6 +103,61 @@ def labelled_codes(
     representation_fn: RepresentationFn, dataset: FactorSource, n: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random factor rows (int64 ``[n, n_factors]``) and the codes of their observations
-    (float64 ``[n, code_dim]``): the sample every code-and-label metric (MIG, DCI) starts from."""
+    (float64 ``[n, code_dim]``): the sample every code-and-label metric (MIG, DCI, SAP, modularity)
+    starts from."""
     factors = sample_factors(dataset, n, rng, factor_sizes_of(dataset))
     return factors, codes_of(representation_fn, dataset, factors)
+
+
+def train_and_test_codes(
+    representation_fn: RepresentationFn, dataset: FactorSource, num_train: int, num_test: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A training and a test sample of :func:`labelled_codes`, drawn in that order from one generator
+    seeded with ``seed`` (disentanglement_lib's two ``generate_batch_factor_code`` calls): float64
+    ``train_codes [num_train, code_dim]``, int64 ``train_factors [num_train, n_factors]``, then the same
+    for the ``num_test`` test points."""
+    rng = np.random.default_rng(seed)
+    train_factors, train_codes = labelled_codes(representation_fn, dataset, num_train, rng)
+    test_factors, test_codes = labelled_codes(representation_fn, dataset, num_test, rng)
+    return train_codes, train_factors, test_codes, test_factors
+
+
+def check_codes_and_factors(
+    train_codes: np.ndarray, train_factors: np.ndarray, test_codes: np.ndarray, test_factors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The two labelled samples, checked: finite float64 codes ``[n, code_dim]`` and int64 factor
+    classes ``[n, n_factors]`` (non-negative integers), the same ``code_dim`` and ``n_factors`` in both
+    samples, as many rows of codes as of factors, and at least two rows each. ValueError otherwise."""
+    checked = []
+    for name, codes, factors in (("train", train_codes, train_factors), ("test", test_codes, test_factors)):
+        codes, factors = np.asarray(codes), np.asarray(factors)
+        numeric = np.issubdtype(codes.dtype, np.floating) or np.issubdtype(codes.dtype, np.integer)
+        if codes.dtype == bool or not numeric:
+            raise ValueError(f"{name}_codes must be numbers, got dtype {codes.dtype}")
+        if codes.ndim != 2 or codes.shape[1] < 1:
+            raise ValueError(f"{name}_codes must have shape [n, code_dim], got {codes.shape}")
+        if factors.dtype == bool or not np.issubdtype(factors.dtype, np.integer):
+            raise ValueError(f"{name}_factors must be integer class indices, got dtype {factors.dtype}")
+        if factors.ndim != 2 or factors.shape[1] < 1:
+            raise ValueError(f"{name}_factors must have shape [n, n_factors], got {factors.shape}")
+        if codes.shape[0] != factors.shape[0]:
+            raise ValueError(
+                f"{name}_codes has {codes.shape[0]} rows but {name}_factors has {factors.shape[0]}: "
+                "each row of codes needs the factor classes of the same observation"
+            )
+        if codes.shape[0] < 2:
+            raise ValueError(f"the {name} sample needs at least 2 rows, got {codes.shape[0]}")
+        if (factors < 0).any():
+            raise ValueError(f"{name}_factors must be class indices ≥ 0, got a minimum of {factors.min()}")
+        codes = codes.astype(np.float64)
+        if not np.isfinite(codes).all():
+            raise ValueError(f"{name}_codes contains NaN or infinite values")
+        checked += [codes, factors.astype(np.int64)]
+    train_codes, train_factors, test_codes, test_factors = checked
+    if test_codes.shape[1] != train_codes.shape[1]:
+        raise ValueError(f"train_codes has {train_codes.shape[1]} dimensions but test_codes has {test_codes.shape[1]}")
+    if test_factors.shape[1] != train_factors.shape[1]:
+        raise ValueError(
+            f"train_factors has {train_factors.shape[1]} factors but test_factors has {test_factors.shape[1]}"
+        )
+    return train_codes, train_factors, test_codes, test_factors
