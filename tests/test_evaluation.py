@@ -166,6 +166,23 @@ def test_bad_input_is_one_line_error_and_exit_2(tmp_path, run, capsys, args):
     assert out == "" and err.startswith("error: ") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--num-bins", "1"], "--num-bins must be an integer ≥ 2, got 1"),
+        (["--num-eval", "-5"], "--num-eval must be an integer ≥ 1, got -5"),
+        (["--seed", "-1"], "--seed must be an integer from 0"),
+    ],
+)
+def test_a_bad_protocol_flag_is_refused_before_any_metric_runs(run, capsys, args, message):
+    scores = run / SCORES_FILE
+    before = scores.read_bytes() if scores.exists() else None
+    assert load_script("experiments/evaluate.py").main([str(run), *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert (scores.read_bytes() if scores.exists() else None) == before
+
+
 def test_the_real_command_line_refuses_a_non_run_folder(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "evaluate.py"), str(tmp_path)], capture_output=True, text=True

@@ -117,6 +117,16 @@ def test_rerunning_a_finished_study_trains_and_scores_nothing(finished_study, ca
     assert after == before
 
 
+def test_a_rerun_its_sweep_refuses_leaves_the_study_folder_as_it_was(finished_study, capsys):
+    out = finished_study[0]
+    files = [p for p in out.rglob("*") if p.is_file() and not locks.is_bookkeeping(p)]
+    before = {p: p.read_bytes() for p in files}
+    assert study.study_main(["--out", str(out), *TINY, "--lr", "0.01"]) == 2
+    assert "differs in --lr" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in files} == before
+    assert sorted(p for p in out.rglob("*") if p.is_file() and not locks.is_bookkeeping(p)) == sorted(files)
+
+
 def test_another_plan_in_the_same_folder_is_refused_before_anything_runs(finished_study, tmp_path, capsys):
     out = finished_study[0]
     record = (out / STUDY_FILE).read_text()
@@ -135,6 +145,9 @@ def test_another_plan_in_the_same_folder_is_refused_before_anything_runs(finishe
         (["--steps", "0"], "steps must be a positive integer"),
         (["--gpus-per-run", "-1"], "--gpus-per-run must be a non-negative number"),
         (["--kappa", "30"], "--kappa"),  # a GECO setting, refused for the study's runs before phase 1
+        (["--eval-num-train", "0"], "--eval-num-train must be an integer ≥ 1, got 0"),
+        (["--eval-num-bins", "1"], "--eval-num-bins must be an integer ≥ 2, got 1"),
+        (["--eval-seed", "-1"], "--eval-seed must be an integer from 0"),
     ],
 )
 def test_a_bad_flag_for_the_sweeps_is_refused_before_the_study_folder_is_written(tmp_path, capsys, args, message):
@@ -191,3 +204,32 @@ def test_the_paired_comparison_takes_constrained_minus_fixed_per_beta_and_pooled
     assert table.loc[1.0, "epsilon"] == 20.0
     pooled = table[table["beta"].isna()].iloc[0]
     assert pooled["mean_difference"] == pytest.approx(0.1) and (pooled["n_positive"], pooled["n_negative"]) == (3, 0)
+
+
+@pytest.mark.parametrize(
+    "matched",
+    [{"1": 2.0, "4": 1.0, "16": 0.5}, {"1": "2", "4": 1.0}, {"1": [2.0], "4": 1.0}, {"1": 2.0}, [1.0]],
+)
+def test_a_tampered_study_record_is_refused_in_one_line_naming_it(tmp_path, capsys, matched):
+    out = tmp_path / "study"
+    out.mkdir()
+    plan = {"betas": [1.0, 4.0], "extra_epsilons": [], "seeds": [0, 1]}
+    record = {"command": [], "plan": plan, "sweep_args": [], "matched_epsilon": matched}
+    (out / STUDY_FILE).write_text(json.dumps(record))
+    assert study.study_main(["--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {out / STUDY_FILE} is not a study record (matched_epsilon") and "\n" not in err
+    assert sorted(p.name for p in out.iterdir()) == [STUDY_FILE]
+
+
+@pytest.mark.parametrize(("key", "value"), [("run_settings", [1]), ("points", 5)])
+def test_a_tampered_sweep_record_is_refused_in_one_line_naming_it(tmp_path, capsys, key, value):
+    from constrained_vae.cli.sweep import sweep_main
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    record = {"command": [], "grid": {"epsilon": [1.0], "beta": [], "seeds": [0]}, "run_settings": {}, "points": []}
+    (out / "sweep.json").write_text(json.dumps(record | {key: value}))
+    assert sweep_main(["--out", str(out), "--epsilon", "1", "--dataset", "linear-gaussian", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {out / 'sweep.json'} is not a sweep record ({key} is not a {type(record[key]).__name__})"

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -214,6 +215,16 @@ def test_bad_sweep_folders_are_refused(tmp_path, tiny_sweep):
     assert done.returncode == 2 and "mixed-up" in done.stderr
 
 
+def test_runs_that_differ_only_in_how_they_were_computed_are_one_sweep(tmp_path, tiny_sweep):
+    for run in ("eps1-seed0", "beta1-seed0"):
+        (tmp_path / run).mkdir()
+        for f in (folder.CONFIG_FILE, folder.SUMMARY_FILE, folder.TRAINING_LOG):
+            (tmp_path / run / f).write_bytes((tiny_sweep / run / f).read_bytes())
+    # a re-run of the sweep may change the logging and the threads of the points still to train
+    train(RunConfig(epsilon=2.0, **(TINY | {"log_every": 10, "threads": 1})), tmp_path / "eps2-seed0", progress=False)
+    assert sorted(load_sweep(tmp_path).runs["name"]) == ["beta1-seed0", "eps1-seed0", "eps2-seed0"]
+
+
 @pytest.fixture(scope="module")
 def small_linear_gaussian_sweep(tmp_path_factory):
     """A real, converged linear-Gaussian sweep at small size (10 runs of 1,500 steps, ~15 s)."""
@@ -246,3 +257,16 @@ def test_trained_linear_gaussian_estimates_agree_with_the_closed_form(small_line
     interior = table.loc[[1.0, 1.5]]
     assert interior["error_slope"].abs().max() < 0.08
     assert table.loc[[0.5, 2.0], "beta_slope"].isna().all()  # no one-sided slopes at the ends
+
+
+def test_unfinished_runs_are_reported_and_never_interpolated_across(tmp_path, tiny_sweep):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep, sweep)
+    (sweep / "eps1-seed0" / folder.SUMMARY_FILE).unlink()
+    curves = script("tradeoff_curves.py", sweep)
+    assert curves.returncode == 0 and "1 unfinished run(s)" in curves.stderr and "eps1-seed0" in curves.stderr
+    answer = script("epsilon_to_beta.py", sweep, "--epsilon", "1.2")
+    assert answer.returncode == 0 and "unfinished" in answer.stderr
+    dual = next(line for line in answer.stdout.splitlines() if "dual" in line)
+    assert "not interpolated: the runs at swept ε = 1 have not finished" in dual
+    assert "interpolated between" not in answer.stdout

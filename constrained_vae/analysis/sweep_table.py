@@ -13,9 +13,11 @@ import pandas as pd
 from constrained_vae.core import linear_gaussian
 from constrained_vae.errors import SweepError, UserInputError
 from constrained_vae.run import folder
+from constrained_vae.run.settings import RESUMABLE_OVERRIDES
 
 # Settings that may differ between the runs of one sweep; all others must agree.
 GRID_SETTINGS = ("epsilon", "beta", "seed", "mode")
+HOW_COMPUTED = tuple(key for key in RESUMABLE_OVERRIDES if key != "steps")
 
 
 @dataclass
@@ -25,7 +27,17 @@ class Sweep:
     path: Path
     runs: pd.DataFrame
     settings: dict
-    unfinished: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)  # run folders without summary.json, left out
+    unfinished_epsilons: list[float] = field(default_factory=list)  # the budgets of the unfinished constrained runs
+
+    def unfinished_warning(self) -> str | None:
+        """A line naming the unfinished runs the analysis leaves out, or None when there are none."""
+        if not self.unfinished:
+            return None
+        return (
+            f"{len(self.unfinished)} unfinished run(s) of {self.path} left out (no {folder.SUMMARY_FILE}): "
+            + ", ".join(self.unfinished)
+        )
 
     @property
     def constrained(self) -> pd.DataFrame:
@@ -89,10 +101,16 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise SweepError(f"{sweep_dir} is not a folder")
-    rows, settings, unfinished = [], {}, []
+    rows, settings, unfinished, unfinished_epsilons = [], {}, [], []
     for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / folder.CONFIG_FILE).exists()):
         if not (run_dir / folder.SUMMARY_FILE).exists():
             unfinished.append(run_dir.name)
+            try:
+                config = folder.read_config(run_dir)
+            except UserInputError:
+                continue
+            if config.objective_name == "constrained":
+                unfinished_epsilons.append(config.epsilon)
             continue
         try:
             row, run_settings = run_row(run_dir)
@@ -101,6 +119,8 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         for key, value in run_settings.items():
             if value is None:  # a setting this run's objective does not use (a fixed-β run's dual rule)
                 continue
+            if key in HOW_COMPUTED:  # a re-run of the sweep may change these: they are not what a run computes
+                continue
             if key in settings and settings[key] != value:
                 differ = f"{settings[key]!r} vs {value!r} in {run_dir.name}"
                 raise SweepError(f"mixed-up sweep {sweep_dir}: runs differ in {key} ({differ})")
@@ -108,4 +128,4 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         rows.append(row)
     if not rows:
         raise SweepError(f"no finished runs in {sweep_dir} (expected run folders with summary.json)")
-    return Sweep(sweep_dir, pd.DataFrame(rows), settings, unfinished)
+    return Sweep(sweep_dir, pd.DataFrame(rows), settings, unfinished, unfinished_epsilons)

@@ -44,8 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as error:
         return user_error(error)
     print(answer)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    for line in (warning, sweep.unfinished_warning()):
+        if line:
+            print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -69,6 +70,9 @@ def answer_epsilon(sweep: Sweep, epsilon: float) -> tuple[str, str | None]:
     if all(not math.isfinite(estimates[f"beta_{k}"]) for k in names):
         raise SweepError(f"ε = {epsilon:g} is outside what the sweep covers ({_range_text(sweep)}); not extrapolating")
     support = dual_support(sweep, epsilon)
+    skipped = [e for e in sweep.unfinished_epsilons if support and min(support) < e < max(support)]
+    if skipped and estimates["n_seeds"] == 0:  # never interpolate across a swept ε whose runs have not finished
+        estimates["beta_dual"] = estimates["beta_dual_std"] = math.nan
     unmet = unmet_constraints(sweep, support) if math.isfinite(estimates["beta_dual"]) else []
     if unmet:
         names["dual"] = "dual (λ not settled)"
@@ -77,6 +81,10 @@ def answer_epsilon(sweep: Sweep, epsilon: float) -> tuple[str, str | None]:
         mean, std = estimates[f"beta_{key}"], estimates[f"beta_{key}_std"]
         if math.isfinite(mean):
             text = format_estimate(mean, std) + (" (seed std)" if math.isfinite(std) else "")
+        elif key == "dual" and skipped:
+            text = "— (not interpolated: the runs at swept ε = {} have not finished)".format(
+                ", ".join(f"{e:g}" for e in skipped)
+            )
         else:
             text = "— (outside the swept range)"
         if key == "dual" and estimates["n_seeds"] == 0 and math.isfinite(mean):

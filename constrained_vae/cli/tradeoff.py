@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return user_error(error)
     print(format_table(table))
     print("\nwrote:\n" + "\n".join(f"  {path}" for path in paths))
-    warning = unmet_warning(unmet_constraints(sweep))
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    for warning in (unmet_warning(unmet_constraints(sweep)), sweep.unfinished_warning()):
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0

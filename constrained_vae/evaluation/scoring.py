@@ -83,13 +83,13 @@ def default_protocols() -> dict[str, dict[str, Any]]:
 
 
 def protocols_with(
-    overrides: dict[str, Any] | None = None, metric_names: Sequence[str] | None = None
+    overrides: dict[str, Any] | None = None, metric_names: Sequence[str] | None = None, flag_prefix: str = "--"
 ) -> dict[str, dict[str, Any]]:
     """The default protocols of ``metric_names`` (default: all), with each of ``overrides`` set in
     every chosen metric that has that setting (others ignore it). ``num_eval`` also sets ``num_test``
     (DCI's, SAP's, modularity's) and ``num_test`` sets ``num_eval``: both are the held-out points
     (:data:`HELD_OUT_NAMES`). A setting that no metric has at all, or an unknown metric, is a
-    ConfigError.
+    ConfigError; so is a bad size, naming its flag (``flag_prefix`` + the setting).
     """
     defaults = default_protocols()
     names = list(metric_names) if metric_names is not None else list(defaults)
@@ -101,12 +101,29 @@ def protocols_with(
     for setting, value in (overrides or {}).items():
         if setting not in known_settings:
             raise ConfigError(f"no metric has a setting {setting!r}; known: {', '.join(sorted(known_settings))}")
+        check_protocol_setting(setting, value, flag_prefix)
         targets = HELD_OUT_NAMES if setting in HELD_OUT_NAMES else (setting,)
         for name in names:
             for key in targets:
                 if key in protocols[name]:
                     protocols[name][key] = value
     return protocols
+
+
+def check_protocol_setting(setting: str, value: Any, flag_prefix: str = "--") -> None:
+    """A protocol size (``num_*``, ``batch_size``) is an integer ≥ 1 (``num_bins`` ≥ 2), checked before
+    any metric runs; ConfigError naming the flag."""
+    if not (setting.startswith("num_") or setting == "batch_size"):
+        return
+    minimum = 2 if setting == "num_bins" else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{flag_prefix}{setting.replace('_', '-')} must be an integer ≥ {minimum}, got {value}")
+
+
+def check_metric_seed(seed: Any, flag: str = "--seed") -> None:
+    """The metrics' seed: an integer from 0 to 2⁶³ − 1 (numpy's and torch's generators take it)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"{flag} must be an integer from 0 to {2**63 - 1}, got {seed}")
 
 
 # ---------------------------------------------------------------------------- runs
@@ -252,6 +269,7 @@ def evaluate_paths(
     write each one's ``metrics.json``; runs without factors are skipped (``log`` is told why).
 
     Each run folder is held while it is scored (a run still training raises FolderInUse)."""
+    check_metric_seed(seed)
     run_dirs = find_run_dirs(paths)
     configs = [folder.read_config(run_dir) for run_dir in run_dirs]
     evaluations = []

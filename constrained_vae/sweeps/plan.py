@@ -117,7 +117,11 @@ def read_record(sweep_dir: Path) -> dict[str, Any] | None:
     def fault(record: Any) -> str:
         Grid.from_dict(record["grid"])
         missing = {"command", "run_settings", "points"} - set(record)
-        return f"it lacks {', '.join(sorted(missing))}" if missing else ""
+        if missing:
+            return f"it lacks {', '.join(sorted(missing))}"
+        kinds = {"command": list, "run_settings": dict, "points": list}
+        wrong = [key for key, kind in kinds.items() if not isinstance(record[key], kind)]
+        return ", ".join(f"{key} is not a {kinds[key].__name__}" for key in wrong)
 
     return read_json_record(sweep_dir / SWEEP_FILE, "sweep record", fault)
 

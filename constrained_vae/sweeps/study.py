@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from constrained_vae.errors import SweepError
-from constrained_vae.evaluation.scoring import evaluate_paths, find_run_dirs, json_ready, protocols_with
+from constrained_vae.evaluation.scoring import (
+    check_metric_seed,
+    evaluate_paths,
+    find_run_dirs,
+    json_ready,
+    protocols_with,
+)
 from constrained_vae.files import atomic_write_json
 from constrained_vae.run import folder, locks
 from constrained_vae.sweeps.grid import Point
@@ -47,6 +53,7 @@ MATCHED_DIGITS = 3  # significant digits of a matched ε: stable folder names, f
 DEFAULT_BETAS = (1.0, 2.0, 4.0, 8.0, 16.0)
 DEFAULT_EXTRA_EPSILONS = (5.0, 10.0, 20.0, 40.0)
 DEFAULT_SEEDS = (0, 1, 2)
+EXIT_REFUSED = 2  # a sweep's exit status for input it refused, having written nothing
 GRID_FLAGS = ("--epsilon", "--beta", "--seed", "--seeds", "--out")  # the study sets these for the sweep
 
 
@@ -96,7 +103,20 @@ def read_study(study_dir: Path) -> dict[str, Any] | None:
 
     def fault(record: Any) -> str:
         malformed = [key for key in StudyPlan().to_dict() if not isinstance(record["plan"][key], list)]
-        return f"plan {', '.join(malformed)} not lists" if malformed else ""
+        if malformed:
+            return f"plan {', '.join(malformed)} not lists"
+        if not all(isinstance(record[key], list) for key in ("command", "sweep_args")):
+            return "command and sweep_args must be lists"
+        matched = record.get("matched_epsilon")
+        if matched is None:
+            return ""
+        betas = {f"{beta:g}" for beta in record["plan"]["betas"]}
+        if not isinstance(matched, dict) or set(matched) != betas:
+            return f"matched_epsilon must map each β of the plan ({', '.join(sorted(betas))}) to its ε"
+        bad = [b for b, e in matched.items() if isinstance(e, bool) or not isinstance(e, (int, float)) or not e > 0]
+        if bad or not all(math.isfinite(e) for e in matched.values()):
+            return f"matched_epsilon of β {', '.join(bad) or '?'} is not a positive number"
+        return ""
 
     return read_json_record(study_dir / STUDY_FILE, "study record", fault)
 
@@ -196,13 +216,16 @@ def run_study(
     check_sweep_args(sweep_args)
     for epsilons in ([], plan.extra_epsilons or [1.0]):  # each phase's flags, as its sweep will parse them
         sweeps.check(sweep_command(study_dir / SWEEP_DIR, plan, epsilons, sweep_args))
-    evaluation = StudyEvaluation(protocols_with(protocol_overrides, metrics), eval_seed, eval_device)
+    evaluation = StudyEvaluation(protocols_with(protocol_overrides, metrics, "--eval-"), eval_seed, eval_device)
+    check_metric_seed(eval_seed, "--eval-seed")
     check_study_folder(study_dir, plan, read_study(study_dir))  # before the folder is touched
     with locks.hold(study_dir):  # one study per folder; checked again under the lock
         recorded = read_study(study_dir)
         check_study_folder(study_dir, plan, recorded)
         record = {"command": list(command), "plan": plan.to_dict(), "sweep_args": list(sweep_args)}
         record["matched_epsilon"] = (recorded or {}).get("matched_epsilon")
+        if recorded is None:
+            atomic_write_json(study_dir / STUDY_FILE, record)
         return _run_phases(study_dir, plan, record, sweeps, evaluation if evaluate else None, log)
 
 
@@ -214,13 +237,18 @@ def _run_phases(
     evaluation: StudyEvaluation | None,
     log: Callable[[str], None],
 ) -> int:
-    """The phases of :func:`run_study`, with the study folder held; ``record`` is ``study.json``'s new contents."""
-    atomic_write_json(study_dir / STUDY_FILE, record)
+    """The phases of :func:`run_study`, with the study folder held; ``record`` is ``study.json``'s new contents.
+
+    The record is rewritten only once a sweep phase has accepted the command: a command its sweep
+    refuses (exit 2, other run settings than the recorded sweep's) leaves the folder as it was.
+    """
     sweep_dir = study_dir / SWEEP_DIR
     sweep_args = record["sweep_args"]
     if record["matched_epsilon"] is None:
         log(f"study phase 1: fixed β {', '.join(f'{b:g}' for b in plan.betas)} × {len(plan.seeds)} seeds")
         status = sweeps.run(sweep_command(sweep_dir, plan, [], sweep_args))
+        if status != EXIT_REFUSED:
+            atomic_write_json(study_dir / STUDY_FILE, record)
         if status != 0:
             return status
         record["matched_epsilon"] = matched_epsilons(sweep_dir, plan)
@@ -230,6 +258,8 @@ def _run_phases(
     epsilons = sorted({*matched.values(), *plan.extra_epsilons})
     log(f"study phase 2: constrained ε {', '.join(f'{e:g}' for e in epsilons)} × {len(plan.seeds)} seeds")
     status = sweeps.run(sweep_command(sweep_dir, plan, epsilons, sweep_args))
+    if status != EXIT_REFUSED:
+        atomic_write_json(study_dir / STUDY_FILE, record)
     if status != 0 or evaluation is None:
         return status
     scored = evaluate_study(sweep_dir, evaluation.protocols, seed=evaluation.seed, device=evaluation.device, log=log)
