@@ -270,3 +270,11 @@ def test_unfinished_runs_are_reported_and_never_interpolated_across(tmp_path, ti
     dual = next(line for line in answer.stdout.splitlines() if "dual" in line)
     assert "not interpolated: the runs at swept ε = 1 have not finished" in dual
     assert "interpolated between" not in answer.stdout
+
+
+def test_a_sweep_of_fixed_beta_alone_is_refused_without_writing_an_analysis_folder(tmp_path, tiny_sweep):
+    for beta in (0.5, 1.0):
+        shutil.copytree(tiny_sweep / f"beta{beta:g}-seed0", tmp_path / f"beta{beta:g}-seed0")
+    done = script("tradeoff_curves.py", tmp_path)
+    assert done.returncode == 2 and "no constrained runs" in done.stderr
+    assert not (tmp_path / "analysis").exists()

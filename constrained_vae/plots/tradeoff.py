@@ -260,9 +260,9 @@ def write_tradeoff_analysis(sweep: Sweep | str | Path) -> tuple[pd.DataFrame, li
     """
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
+    table = tradeoff_table(sweep)  # refuses a sweep it cannot map before anything is written
     out_dir = sweep.path / "analysis"
     out_dir.mkdir(exist_ok=True)
-    table = tradeoff_table(sweep)
     csv_path = out_dir / "tradeoff.csv"
     table[TABLE_COLUMNS].to_csv(csv_path, index=False, float_format="%.6g")
     sweep.runs.to_csv(out_dir / "runs.csv", index=False, float_format="%.6g")
