@@ -1,6 +1,7 @@
 """Aggregate training throughput of N dSprites runs sharing one device: the runs-per-GPU table.
 
-For each N in ``--runs``, ``experiments/sweep.py`` trains N points (fixed β = 1, 2, …, one seed
+For each N in ``--runs``, ``experiments/sweep.py`` (or, where Ray is not installed, N ``experiments/run.py``
+processes started together) trains N points (fixed β = 1, 2, …, one seed
 each, ``--steps`` steps) at once on ``--device``: on CUDA each point asks Ray for 1/N of the GPU
 (``--gpus-per-run 1/N``) and ``--cpus-per-run`` CPUs; on CPU each gets cores/N (``--workers N``).
 From every point's ``metrics.csv`` it takes the steady rate after ``--warmup`` steps (the point's
@@ -20,6 +21,7 @@ on a shared machine only numbers taken in the same run compare. Extra flags go t
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -75,6 +77,22 @@ def sweep_of(count: int, device: str, cpus_per_run: float, steps: int, extra: li
     return time.perf_counter() - start
 
 
+def processes_of(count: int, device: str, steps: int, extra: list[str], out: Path) -> float:
+    """Without Ray: ``count`` ``run.py`` processes at once (the same points); their wall time in seconds."""
+    start = time.perf_counter()
+    running = []
+    for beta in range(1, count + 1):
+        command = [sys.executable, str(ROOT / "experiments" / "run.py"), "--dataset", "dsprites", "--beta", str(beta)]
+        command += ["--steps", str(steps), "--device", device, "--log-every", "25", "--checkpoint-every", str(steps)]
+        command += ["--no-progress", "--out", str(out / f"beta{beta}-seed0"), *extra]
+        running.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for process in running:
+        _, err = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"a run of {count} at once failed (exit {process.returncode}):\n{err[-2000:]}")
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda", help="default: cuda")
@@ -85,12 +103,18 @@ def main() -> None:
     args, extra = parser.parse_known_args()
     if args.warmup >= args.steps:
         parser.error("--warmup must be below --steps")
+    on_ray = importlib.util.find_spec("ray") is not None
+    how = "points of experiments/sweep.py on Ray" if on_ray else "experiments/run.py processes at once (no Ray here)"
     print(f"{os.cpu_count()} CPU cores; dSprites, batch 64 unless given; {args.steps} steps per run on {args.device}")
+    print(f"the runs: {how}")
     print(f"{'runs':>4}  {'aggregate steps/s':>17}  {'slowest run':>11}  {'wall s':>7}")
     with tempfile.TemporaryDirectory(prefix="sweep-throughput-") as folder:
         for count in args.runs:
             out = Path(folder) / f"runs{count}"
-            wall = sweep_of(count, args.device, args.cpus_per_run, args.steps, extra, out)
+            if on_ray:
+                wall = sweep_of(count, args.device, args.cpus_per_run, args.steps, extra, out)
+            else:
+                wall = processes_of(count, args.device, args.steps, extra, out)
             rates = [steady_rate(run_dir, args.warmup) for run_dir in sorted(out.glob("beta*-seed0"))]
             print(f"{count:>4}  {sum(rates):>17.1f}  {min(rates):>11.1f}  {wall:>7.1f}", flush=True)
 

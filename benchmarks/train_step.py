@@ -62,7 +62,7 @@ def minimal_loop(config: RunConfig, compile_model: bool, memory_format: torch.me
     if compile_model:
         trainee.compile()
     model, likelihood, config = trainee.model, trainee.likelihood, trainee.config
-    data = [trainee.next_batch() for _ in range(16)]
+    data = [trainee.next_batch()[0] for _ in range(16)]
     data = [batch.contiguous(memory_format=memory_format) for batch in data] if memory_format else data
     optimizer = torch.optim.Adam(list(model.parameters()) + list(likelihood.parameters()), lr=config.lr)
     multiplier = torch.ones((), device=trainee.device)

@@ -49,3 +49,14 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class SweepError(UserInputError):
     """A sweep folder that is empty, mixed up, or asked something it cannot answer."""
+
+
+class UnrecordedSweep(SweepError):
+    """A sweep that trained its points but could not write its records (``failures.json``: a full disk).
+
+    ``outcomes`` are its points' outcomes, for the report that still goes to the terminal.
+    """
+
+    def __init__(self, message: str, outcomes: list) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes

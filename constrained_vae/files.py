@@ -8,6 +8,7 @@ umask). A writer killed mid-write leaves its temporary file (``.NAME.*.tmp``);
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -26,6 +27,11 @@ def current_umask() -> int:
         mask = os.umask(0o022)
         os.umask(mask)
     return mask
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write refused for want of space (a full file system, or a quota reached)."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:

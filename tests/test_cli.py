@@ -187,13 +187,13 @@ def test_running_out_of_memory_is_a_clear_error_and_keeps_what_was_trained(tmp_p
     monkeypatch.chdir(tmp_path)
     original, calls = Optimization.step, {"n": 0}
 
-    def step(self, x, fail_at):
+    def step(self, x, noise, fail_at):
         calls["n"] += 1
         if calls["n"] == fail_at:
             raise failure
-        return original(self, x)
+        return original(self, x, noise)
 
-    monkeypatch.setattr(Optimization, "step", lambda self, x: step(self, x, fail_at=1))
+    monkeypatch.setattr(Optimization, "step", lambda self, x, noise=None: step(self, x, noise, fail_at=1))
     code = run_main(["--epsilon", "1", *FAST, "--out", "r"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
@@ -201,7 +201,7 @@ def test_running_out_of_memory_is_a_clear_error_and_keeps_what_was_trained(tmp_p
     assert not (tmp_path / "r").exists()
 
     calls["n"] = 0
-    monkeypatch.setattr(Optimization, "step", lambda self, x: step(self, x, fail_at=13))
+    monkeypatch.setattr(Optimization, "step", lambda self, x, noise=None: step(self, x, noise, fail_at=13))
     assert run_main(["--epsilon", "1", *FAST, "--checkpoint-every", "10", "--out", "r"]) == 2
     err = capsys.readouterr().err
     assert "out of memory in step 13" in err and "the last checkpoint is in r" in err

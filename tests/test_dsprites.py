@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from constrained_vae.data.base import FactorDataset, TensorDataset
-from constrained_vae.data.dsprites import FACTOR_SIZES, DSprites, DSpritesNPZ, load_dsprites_npz, render, render_batch
+from constrained_vae.data.dsprites import (
+    FACTOR_SIZES,
+    DSprites,
+    DSpritesNPZ,
+    PackedImages,
+    load_dsprites_npz,
+    render,
+    render_batch,
+)
 from constrained_vae.errors import DataError
 
 SQUARE, ELLIPSE, HEART = 0, 1, 2
@@ -370,6 +378,14 @@ def test_batches_equal_get_for_every_dataset(dsprites: DSprites, npz_arrays: dic
     tensor_data = TensorDataset("t", torch.randn(50, 3), likelihood="gaussian")
     indices = torch.randint(50, (20,), generator=g)
     assert torch.equal(tensor_data.batches(torch.device("cpu"))(indices), tensor_data.get(indices))
+
+
+def test_the_packed_grid_of_the_gpu_path_is_the_grid_packed(dsprites: DSprites) -> None:
+    """What a GPU keeps of dSprites (the grid rendered and packed on the device), made here on the CPU."""
+    packed = dsprites.packed_grid(5000, 9000, torch.device("cpu"))
+    assert np.array_equal(packed.numpy(), dsprites.packed_images(5000, 9000))
+    rows = torch.randint(4000, (300,), generator=torch.Generator().manual_seed(8))
+    assert torch.equal(PackedImages.of(packed)(rows), dsprites.get(rows + 5000))
 
 
 def test_every_dataset_path_raises_the_malloc_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,7 +36,7 @@ def tiny(**overrides) -> RunConfig:
 
 def conv(**overrides) -> RunConfig:
     settings = dict(dataset="dsprites", epsilon=5.0, batch_size=8, latent_dim=4, steps=12, log_every=3)
-    return tiny(**(settings | overrides))
+    return RunConfig(**(settings | {"checkpoint_every": 10} | overrides))
 
 
 def numbers(run_dir):
@@ -119,8 +119,8 @@ def test_steps_are_never_read_back_between_log_rows_and_checkpoints(tmp_path, mo
     original_step, original_read = Optimization.step, LogWindow.read
     reads = []
 
-    def guarded_step(self, x):
-        t = original_step(self, x)
+    def guarded_step(self, x, noise=None):
+        t = original_step(self, x, noise)
         return StepTerms(*(v.as_subclass(NoHostRead) for v in (t.nll, t.kl, t.loss, t.multiplier, t.budget)))
 
     def counted_read(self, last):
@@ -142,13 +142,13 @@ def blow_up_at(monkeypatch, step: int) -> None:
     original = Optimization.step
     calls = {"n": 0}
 
-    def step_that_blows_up(self, x):
+    def step_that_blows_up(self, x, noise=None):
         calls["n"] += 1
         if calls["n"] == step:
             with torch.no_grad():
                 for p in self.problem.model.parameters():
                     p.fill_(float("nan"))
-        return original(self, x)
+        return original(self, x, noise)
 
     monkeypatch.setattr(Optimization, "step", step_that_blows_up)
 
@@ -171,22 +171,27 @@ def test_a_checkpoint_between_log_rows_checks_the_steps_since_the_last_check(tmp
 # ---------------------------------------------------------------------------- the batch stream
 
 
-def test_the_batch_stream_is_in_the_checkpoint_and_reseeded_when_the_device_kind_changes():
+def test_the_batch_and_noise_streams_are_in_the_checkpoint_and_reseeded_when_the_device_kind_changes():
+    def draws(trainee: Trainee) -> torch.Tensor:
+        return torch.cat(
+            [torch.cat([x.flatten(), noise.flatten()]) for x, noise in (trainee.next_batch() for _ in range(3))]
+        )
+
     trainee = Trainee.build(conv().resolved())
     trainee.next_batch()
     state = trainee.state_dict()
-    assert state["rng"]["batches_device"] == "cpu"
-    expected = [trainee.next_batch() for _ in range(3)]
+    assert state["rng"]["batches_device"] == "cpu" and state["rng"]["noise_device"] == "cpu"
+    expected = draws(trainee)
     restored = Trainee.build(conv().resolved())
     restored.load_state_dict(state)
-    assert all(torch.equal(a, b) for a, b in zip(expected, [restored.next_batch() for _ in range(3)], strict=True))
-    state["rng"]["batches_device"] = "cuda"  # as if saved on a GPU: a new stream, the same on every load
+    assert torch.equal(expected, draws(restored))
+    state["rng"]["batches_device"] = state["rng"]["noise_device"] = "cuda"  # as if saved on a GPU
     streams = []
-    for _ in range(2):
+    for _ in range(2):  # a new stream, the same on every load
         moved = Trainee.build(conv().resolved())
         moved.load_state_dict(state)
-        streams.append(torch.cat([moved.next_batch() for _ in range(3)]))
-    assert torch.equal(streams[0], streams[1]) and not torch.equal(streams[0], torch.cat(expected))
+        streams.append(draws(moved))
+    assert torch.equal(streams[0], streams[1]) and not torch.equal(streams[0], expected)
 
 
 def test_resume_of_a_packed_npz_run_continues_bit_for_bit(tmp_path):
@@ -218,9 +223,9 @@ def test_threads_apply_while_training_and_are_restored(tmp_path, monkeypatch):
     seen = []
     original = Optimization.step
 
-    def recording_step(self, x):
+    def recording_step(self, x, noise=None):
         seen.append(torch.get_num_threads())
-        return original(self, x)
+        return original(self, x, noise)
 
     monkeypatch.setattr(Optimization, "step", recording_step)
     before = torch.get_num_threads()
@@ -267,6 +272,7 @@ def test_a_compiled_cpu_run_matches_eager_and_resumes_bit_for_bit(tmp_path):
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_cuda_steps_never_synchronise_with_the_host(compiled):
     trainee = Trainee.build(conv(device="cuda").resolved())
+    torch._dynamo.utils.counters.clear()
     if compiled:
         trainee.compile()
     for _ in range(5):  # compile and record the CUDA graphs first
@@ -279,6 +285,9 @@ def test_cuda_steps_never_synchronise_with_the_host(compiled):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert trainee.window.read(trainee.advance()).finite
+    if compiled:  # the steps ran as CUDA graphs, not as kernels launched one by one
+        counters = torch._dynamo.utils.counters["inductor"]
+        assert not counters["cudagraph_skips"], dict(counters)
 
 
 @CUDA

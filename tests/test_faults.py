@@ -8,13 +8,15 @@ sweep is killed 6 times there (a Ray start per kill makes each ~10 s); ``python 
 kills it 20 times, as the run is (about 4 minutes more).
 """
 
+import os
 import random
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from ray_testing import assert_same_run, kill_9, last_step, ray_temp_dir, script
+from ray_testing import assert_same_run, kill_9, last_step, ray_temp_dir, script, session_members, wait_for
 
 from constrained_vae.run import folder
 
@@ -29,6 +31,9 @@ SWEEP = (
     "--batch-size 32 --steps 1500 --log-every 10 --checkpoint-every 50 --workers 2 --no-progress"
 ).split()
 POINTS = [f"{tag}-seed{seed}" for tag in ("eps1", "eps2", "beta1") for seed in (0, 1)]
+WORKERS = SWEEP.index("--workers")
+BANK_SWEEP = [*SWEEP[:WORKERS], *SWEEP[WORKERS + 2 :], "--bank-size", "6", "--executor", "local"]  # one bank, no Ray
+BANK_KILLS = 10
 
 
 @pytest.fixture
@@ -104,6 +109,36 @@ def test_a_sweep_killed_at_random_moments_ends_as_the_uninterrupted_sweep(tmp_pa
         assert_same_run(sweep / name, sweep_reference / name)
     assert not (sweep / "failures.json").exists()
     assert temporaries(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_bank_killed_at_random_moments_ends_as_the_uninterrupted_solo_points(tmp_path, start, sweep_reference):
+    """The six points trained as one bank in the sweep's process, killed 10 times: each ends as its solo point."""
+    rng, sweep = random.Random(3), tmp_path / "sweep"
+
+    def progress() -> int:
+        return sum(last_step(sweep / name) for name in POINTS)
+
+    for _ in range(BANK_KILLS):
+        kill_at_a_random_moment(start("sweep.py", *BANK_SWEEP, "--out", "sweep"), rng, progress, 6 * 1500, BANK_KILLS)
+    finished = start("sweep.py", *BANK_SWEEP, "--out", "sweep")
+    out, err = finished.communicate()
+    assert finished.returncode == 0, out + err
+    for name in POINTS:
+        assert_same_run(sweep / name, sweep_reference / name)
+    assert temporaries(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_driver_alone_is_killed_leaves_none_of_its_ray_running(tmp_path, start):
+    """kill -9 of the sweep's own process (not of its session): the Ray it started goes too."""
+    sweep = tmp_path / "sweep"
+    driver = start("sweep.py", *SWEEP, "--out", "sweep")
+    wait_for(lambda: sum(last_step(sweep / name) for name in POINTS) > 0, 120, "a point to train")
+    assert len(session_members(driver.pid)) > 3  # the driver, Ray's processes and its workers
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.communicate()
+    wait_for(lambda: not session_members(driver.pid), 30, "Ray's processes to end")
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ def test_lagrangian_at_lambda_equal_beta_has_the_fixed_beta_gradient(beta, seed,
 @given(st.floats(0.0, 20.0), st.floats(0.0, 30.0), st.integers(0, 10_000))
 def test_the_dual_lagrangian_gradient_in_lambda_is_kl_minus_epsilon(lam, epsilon, seed):
     model = small_vae(seed=seed).float()
-    problem = KLConstrainedProblem(model, BernoulliLikelihood(), epsilon, multiplier_init=lam)
+    problem = KLConstrainedProblem(model, BernoulliLikelihood(), epsilon, multiplier_init=lam, update="gradient")
     x = torch.rand(7, 12).round()
     state = problem.compute_cmp_state(x=x)
     state.compute_dual_lagrangian().backward()

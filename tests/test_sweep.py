@@ -22,7 +22,7 @@ from constrained_vae.cli.sweep import sweep_main, sweep_parser
 from constrained_vae.run import folder, locks
 from constrained_vae.sweeps import runner as sweep_module
 from constrained_vae.sweeps.grid import Grid, Point
-from constrained_vae.sweeps.ray_executor import Resources, train_point
+from constrained_vae.sweeps.ray_executor import Resources, train_unit
 from constrained_vae.sweeps.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_a_node_that_does_not_see_the_sweep_folder_fails_its_point_and_writes_no
     """What a node without the shared file system meets: the sweep's record is not there."""
     config = Point(1.0, None, 0).config({"dataset": "linear-gaussian", "steps": 20}).resolved()
     task = Task("eps1-seed0", tmp_path / "elsewhere" / "eps1-seed0", config, "new")
-    outcome = ray.get(ray.remote(train_point).remote(task, 1, str(tmp_path)))
+    (outcome,) = ray.get(ray.remote(train_unit).remote([task], 1, str(tmp_path)))
     assert outcome.status == "failed" and outcome.node
     assert outcome.reason == (
         f"SweepError: node {outcome.node} does not see {tmp_path}/elsewhere/sweep.json; "

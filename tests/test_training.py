@@ -86,8 +86,27 @@ def test_same_seed_and_config_give_the_same_numbers(tmp_path):
     [
         tiny(),
         tiny(epsilon=None, beta=2.0),
-        tiny(dataset="digits", epsilon=5.0, steps=20, batch_size=16, log_every=4, checkpoint_every=7),
-        tiny(dataset="dsprites", epsilon=5.0, steps=6, batch_size=4, log_every=2, checkpoint_every=3, latent_dim=4),
+        tiny(
+            dataset="digits",
+            spectrum=[16.0, 8.0, 4.0, 2.0, 1.0],
+            num_samples=20000,
+            epsilon=5.0,
+            steps=20,
+            batch_size=16,
+            log_every=4,
+            checkpoint_every=7,
+        ),
+        tiny(
+            dataset="dsprites",
+            spectrum=[16.0, 8.0, 4.0, 2.0, 1.0],
+            num_samples=20000,
+            epsilon=5.0,
+            steps=6,
+            batch_size=4,
+            log_every=2,
+            checkpoint_every=3,
+            latent_dim=4,
+        ),
     ],
     ids=["constrained-linear", "fixed-beta", "digits-off-grid-checkpoints", "dsprites-conv"],
 )
@@ -175,13 +194,13 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     original = Optimization.step
     calls = {"n": 0}
 
-    def step_that_blows_up_at_23(self, x):
+    def step_that_blows_up_at_23(self, x, noise=None):
         calls["n"] += 1
         if calls["n"] == 23:
             with torch.no_grad():
                 for p in self.problem.model.parameters():
                     p.fill_(float("nan"))
-        return original(self, x)
+        return original(self, x, noise)
 
     monkeypatch.setattr(Optimization, "step", step_that_blows_up_at_23)
     with pytest.raises(TrainingDiverged, match=r"step 23.*step 20"):

@@ -32,12 +32,16 @@ did not meet its constraint: λ was still rising (dual ascent raises λ while KL
 and KL(β) decreases in β), so its λ is a lower bound on the effective β, not an
 estimate. ``constraint_met`` is False for an ε whose dual estimate rests on such a
 run, at that ε or, between swept budgets, at either neighbour; :func:`unmet_warning`
-says so in words. All KL, NLL, ε, β in nats per sample.
+says so in words. A met constraint whose λ was still moving when the run ended
+(``multiplier_settled`` false in its summary, :mod:`constrained_vae.run.summary`) is no settled
+effective β either (:func:`unsettled_warning`), and a budget that was inactive (tail KL ≪ ε with
+λ at its floor) never bound at all (:func:`inactive_warning`). All KL, NLL, ε, β in nats per sample.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +52,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from constrained_vae.analysis.sweep_table import Sweep
 from constrained_vae.errors import SweepError
-from constrained_vae.run.summary import CONSTRAINT_TOLERANCE
+from constrained_vae.run.summary import CONSTRAINT_TOLERANCE, INACTIVE_FRACTION, SETTLE_TOLERANCE
 
 ESTIMATES = ("dual", "inverse_fixed", "slope")
 
@@ -210,6 +214,98 @@ def unmet_warning(unmet: list[UnmetConstraint]) -> str | None:
     )
 
 
+def _flagged(runs_table: pd.DataFrame, column: str, flag: object) -> pd.Series:
+    """Which rows have ``flag`` in ``column`` (none where the column is missing: old summaries)."""
+    if column not in runs_table:
+        return pd.Series(False, index=runs_table.index)
+    return runs_table[column].map(lambda value: value is not None and not pd.isna(value) and value == flag)
+
+
+def unsettled_multiplier(runs_table: pd.DataFrame) -> pd.Series:
+    """Which constrained runs' λ had not settled (``multiplier_settled`` false in their summary:
+    still moving, or too few rows to judge); a summary without the verdict is not flagged."""
+    return _flagged(runs_table, "multiplier_settled", False)
+
+
+def inactive_constraint(runs_table: pd.DataFrame) -> pd.Series:
+    """Which constrained runs ended with their budget inactive (tail KL ≪ ε, λ at its floor)."""
+    return _flagged(runs_table, "constraint_status", "inactive")
+
+
+@dataclass(frozen=True)
+class FlaggedRuns:
+    """The runs at one swept ε whose summary flags them (λ still moving, or budget inactive)."""
+
+    epsilon: float
+    n_flagged: int
+    n_runs: int
+    values: tuple[float, ...]  # λ's drift (still moving) or tail KL (inactive) of each flagged run
+
+
+def _flagged_runs(
+    sweep: Sweep, which: Callable[[pd.DataFrame], pd.Series], value: str, epsilons: list[float] | None
+) -> list[FlaggedRuns]:
+    out = []
+    for eps, group in sweep.constrained.groupby("epsilon"):
+        if epsilons is not None and not np.isclose(epsilons, eps).any():
+            continue
+        flagged = group[which(group)]
+        if len(flagged):
+            values = tuple(sorted(float(v) for v in flagged[value] if v is not None and not pd.isna(v)))
+            out.append(FlaggedRuns(float(eps), len(flagged), len(group), values))
+    return out
+
+
+def unsettled_multipliers(sweep: Sweep, epsilons: list[float] | None = None) -> list[FlaggedRuns]:
+    """The swept ε (of ``epsilons``; default all) at which some seed's λ had not settled."""
+    return _flagged_runs(sweep, unsettled_multiplier, "multiplier_drift", epsilons)
+
+
+def inactive_constraints(sweep: Sweep, epsilons: list[float] | None = None) -> list[FlaggedRuns]:
+    """The swept ε (of ``epsilons``; default all) at which some seed's budget was inactive."""
+    return _flagged_runs(sweep, inactive_constraint, "kl", epsilons)
+
+
+def _seeds(runs: FlaggedRuns) -> str:
+    return f", {runs.n_flagged} of {runs.n_runs} seeds" if runs.n_runs > 1 else ""
+
+
+def unsettled_warning(unsettled: list[FlaggedRuns]) -> str | None:
+    """One line naming the ε whose λ was still moving when the runs ended (None when there are none)."""
+    if not unsettled:
+        return None
+    parts = []
+    for u in unsettled:
+        said = [f"drift {', '.join(f'{100 * d:+.0f}%' for d in u.values)}"] if u.values else []
+        said += ["too few rows to judge"] if len(u.values) < u.n_flagged else []
+        parts.append(f"ε = {u.epsilon:g} ({'; '.join(said)}{_seeds(u)})")
+    moving = "λ still moving" if any(u.values for u in unsettled) else "λ not settled"
+    return (
+        f"{moving} at {'; '.join(parts)}: a settled λ's mean changes by at most {100 * SETTLE_TOLERANCE:g}% from "
+        "the third to the last quarter of steps, so the dual estimate there is not a settled effective β; "
+        "train those runs longer"
+    )
+
+
+def inactive_warning(inactive: list[FlaggedRuns]) -> str | None:
+    """One line naming the ε whose budget never bound (None when there are none)."""
+    if not inactive:
+        return None
+    parts = [f"ε = {u.epsilon:g} (KL {', '.join(f'{kl:.3g}' for kl in u.values)}{_seeds(u)})" for u in inactive]
+    return (
+        f"constraint inactive at {'; '.join(parts)}: tail KL ≤ {INACTIVE_FRACTION:g} ε with λ at its floor, so the "
+        "budget never bound and the posterior may have collapsed; λ there is no effective β of ε"
+    )
+
+
+def _verdict(flags: list[FlaggedRuns], runs: pd.DataFrame, column: str) -> bool | None:
+    """False when some run is flagged, True when every run has the verdict, None when none has one."""
+    if flags:
+        return False
+    known = runs[column].map(lambda v: v is not None and not pd.isna(v)) if column in runs else []
+    return True if len(runs) and all(known) else None
+
+
 def estimate_beta(sweep: Sweep, epsilon: float) -> dict[str, float]:
     """The three estimates (and their seed spreads) of the effective β at ``epsilon``.
 
@@ -217,9 +313,15 @@ def estimate_beta(sweep: Sweep, epsilon: float) -> dict[str, float]:
     ``constraint_met`` is False when a run at ``epsilon``, or between swept budgets a run at
     either neighbouring ε, did not meet its constraint (the dual estimate is then a lower bound);
     ``constraint_satisfied`` is the fraction of runs at exactly ``epsilon`` that met it.
+    ``multiplier_settled`` is False when λ of a run the dual estimate rests on had not settled
+    (:data:`~constrained_vae.run.summary.SETTLE_TOLERANCE`), True when every such run's λ settled,
+    None when their summaries do not say; ``constraint_inactive`` is True when such a run's budget
+    was inactive (tail KL ≪ ε with λ at its floor).
     """
     constrained, fixed = sweep.constrained, sweep.fixed
     at_eps = constrained[np.isclose(constrained["epsilon"], epsilon)]
+    support = dual_support(sweep, epsilon)
+    support_runs = constrained[constrained["epsilon"].map(lambda e: bool(np.isclose(support, e).any()))]
     dual, dual_std = _mean_std(list(at_eps["multiplier"]))
     if not len(at_eps):  # between swept budgets: interpolate λ(ε) in log–log, per seed for the spread
         by_eps_lambda = constrained.groupby("epsilon")["multiplier"].mean()
@@ -252,6 +354,8 @@ def estimate_beta(sweep: Sweep, epsilon: float) -> dict[str, float]:
         "nll": float(at_eps["nll"].mean()) if len(at_eps) else math.nan,
         "constraint_satisfied": float(at_eps["constraint_satisfied"].astype(float).mean()) if len(at_eps) else math.nan,
         "constraint_met": not unmet_constraints(sweep, dual_support(sweep, epsilon)),
+        "multiplier_settled": _verdict(unsettled_multipliers(sweep, support), support_runs, "multiplier_settled"),
+        "constraint_inactive": bool(inactive_constraints(sweep, support)),
     }
 
 
@@ -273,7 +377,8 @@ def epsilon_for_beta(sweep: Sweep, beta: float) -> dict[str, float]:
     the seed-mean KL(β)), and the ε whose constrained runs' λ equals β (log–log PCHIP
     over the seed-mean λ(ε)). NaN where β is outside what the sweep covers.
     ``epsilon_dual_constraint_met`` is False when the swept ε that ``epsilon_dual`` is read
-    between include one whose runs did not meet their constraint (λ there is a lower bound)."""
+    between include one whose runs did not meet their constraint (λ there is a lower bound), and
+    ``epsilon_dual_multiplier_settled`` is False when they include one whose λ had not settled."""
     if not (math.isfinite(beta) and beta > 0):
         raise SweepError(f"--beta must be a positive number, got {beta}")
     by_beta = sweep.fixed.groupby("beta")["kl"].mean()
@@ -283,6 +388,7 @@ def epsilon_for_beta(sweep: Sweep, beta: float) -> dict[str, float]:
         "epsilon_fixed": _loglog_interpolate(by_beta.index.values, by_beta.values, beta),
         "epsilon_dual": _loglog_interpolate(by_eps.values, by_eps.index.values, beta),
         "epsilon_dual_constraint_met": not unmet_constraints(sweep, lambda_support(sweep, beta)),
+        "epsilon_dual_multiplier_settled": not unsettled_multipliers(sweep, lambda_support(sweep, beta)),
     }
 
 

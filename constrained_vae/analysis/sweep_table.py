@@ -14,6 +14,7 @@ from constrained_vae.core import linear_gaussian
 from constrained_vae.errors import SweepError, UserInputError
 from constrained_vae.run import folder
 from constrained_vae.run.settings import RESUMABLE_OVERRIDES
+from constrained_vae.run.summary import constraint_status
 
 # Settings that may differ between the runs of one sweep; all others must agree.
 GRID_SETTINGS = ("epsilon", "beta", "seed", "mode")
@@ -29,15 +30,22 @@ class Sweep:
     settings: dict
     unfinished: list[str] = field(default_factory=list)  # run folders without summary.json, left out
     unfinished_epsilons: list[float] = field(default_factory=list)  # the budgets of the unfinished constrained runs
+    degenerate: list[str] = field(default_factory=list)  # runs left out for a budget ≤ 0, each with its budget
 
     def unfinished_warning(self) -> str | None:
-        """A line naming the unfinished runs the analysis leaves out, or None when there are none."""
-        if not self.unfinished:
-            return None
-        return (
-            f"{len(self.unfinished)} unfinished run(s) of {self.path} left out (no {folder.SUMMARY_FILE}): "
-            + ", ".join(self.unfinished)
-        )
+        """A line naming the runs the analysis leaves out (unfinished, or with a budget ≤ 0), or None."""
+        parts = []
+        if self.unfinished:
+            parts.append(
+                f"{len(self.unfinished)} unfinished run(s) of {self.path} left out (no {folder.SUMMARY_FILE}): "
+                + ", ".join(self.unfinished)
+            )
+        if self.degenerate:
+            parts.append(
+                f"{len(self.degenerate)} run(s) of {self.path} left out for a budget of 0 or less, where "
+                "λ → ∞ and KL/ε or 1/β is undefined: " + ", ".join(self.degenerate)
+            )
+        return "; ".join(parts) or None
 
     @property
     def constrained(self) -> pd.DataFrame:
@@ -63,6 +71,21 @@ class Sweep:
         return lambda kl: linear_gaussian.distortion(beta_star(kl), spectrum, sigma)
 
 
+def degenerate_budget(run_dir: Path) -> str | None:
+    """``ε = 0`` or ``β = -1`` where the run's config or summary records a budget ≤ 0 (a record older than
+    its refusal), else None."""
+    for name in (folder.CONFIG_FILE, folder.SUMMARY_FILE):
+        try:
+            values = json.loads((run_dir / name).read_text())
+        except (OSError, ValueError):
+            continue
+        for key, symbol in (("epsilon", "ε"), ("beta", "β")):
+            value = values.get(key) if isinstance(values, dict) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+                return f"{symbol} = {value:g}"
+    return None
+
+
 def run_row(run_dir: Path) -> tuple[dict, dict]:
     config = folder.read_config(run_dir)
     summary = folder.read_summary(run_dir)
@@ -78,6 +101,10 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
         "multiplier": summary["multiplier"],
         "multiplier_std": summary["multiplier_std"],
         "constraint_satisfied": summary["constraint_satisfied"],
+        # None where the summary predates these keys (unknown, not unsettled) or the objective learns no λ
+        "constraint_status": constraint_status(summary),
+        "multiplier_settled": summary.get("multiplier_settled"),
+        "multiplier_drift": summary.get("multiplier_drift"),
         "steps": summary["steps"],
     }
     evaluated = folder.read_scores(run_dir) or {}  # disentanglement scores, when evaluated
@@ -101,8 +128,12 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise SweepError(f"{sweep_dir} is not a folder")
-    rows, settings, unfinished, unfinished_epsilons = [], {}, [], []
+    rows, settings, unfinished, unfinished_epsilons, degenerate = [], {}, [], [], []
     for run_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / folder.CONFIG_FILE).exists()):
+        budget = degenerate_budget(run_dir)
+        if budget is not None:
+            degenerate.append(f"{run_dir.name} ({budget})")
+            continue
         if not (run_dir / folder.SUMMARY_FILE).exists():
             unfinished.append(run_dir.name)
             try:
@@ -128,4 +159,4 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
         rows.append(row)
     if not rows:
         raise SweepError(f"no finished runs in {sweep_dir} (expected run folders with summary.json)")
-    return Sweep(sweep_dir, pd.DataFrame(rows), settings, unfinished, unfinished_epsilons)
+    return Sweep(sweep_dir, pd.DataFrame(rows), settings, unfinished, unfinished_epsilons, degenerate)

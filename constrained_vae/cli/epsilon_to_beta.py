@@ -2,7 +2,8 @@
 
 A dual answer that rests on runs which did not meet their constraint (at ε, or at either
 swept ε it is interpolated between) is labelled a lower bound, not a converged λ, and a
-``warning:`` line on stderr names those ε.
+``warning:`` line on stderr names those ε. So is one that rests on runs whose λ was still
+moving when they ended ("λ still moving") or whose budget was inactive (tail KL ≪ ε, λ at its floor).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from constrained_vae.analysis.epsilon_beta import (
     epsilon_for_beta,
     estimate_beta,
     format_estimate,
+    inactive_constraints,
+    inactive_warning,
     lambda_support,
     swept_range,
     unmet_constraints,
     unmet_warning,
+    unsettled_multipliers,
+    unsettled_warning,
 )
 from constrained_vae.analysis.sweep_table import Sweep, load_sweep
 from constrained_vae.cli.common import ArgumentParser, user_error
@@ -44,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as error:
         return user_error(error)
     print(answer)
-    for line in (warning, sweep.unfinished_warning()):
+    for line in (*(warning or "").splitlines(), sweep.unfinished_warning()):
         if line:
             print(f"warning: {line}", file=sys.stderr)
     return 0
@@ -73,9 +78,16 @@ def answer_epsilon(sweep: Sweep, epsilon: float) -> tuple[str, str | None]:
     skipped = [e for e in sweep.unfinished_epsilons if support and min(support) < e < max(support)]
     if skipped and estimates["n_seeds"] == 0:  # never interpolate across a swept ε whose runs have not finished
         estimates["beta_dual"] = estimates["beta_dual_std"] = math.nan
-    unmet = unmet_constraints(sweep, support) if math.isfinite(estimates["beta_dual"]) else []
+    dual_known = math.isfinite(estimates["beta_dual"])
+    unmet = unmet_constraints(sweep, support) if dual_known else []
+    unsettled = unsettled_multipliers(sweep, support) if dual_known and not unmet else []
+    inactive = inactive_constraints(sweep, support) if dual_known else []
     if unmet:
         names["dual"] = "dual (λ not settled)"
+    elif unsettled:
+        names["dual"] = "dual (λ still moving)"
+    elif inactive:
+        names["dual"] = "dual (budget inactive)"
     lines = [f"effective β at ε = {epsilon:g} nats ({sweep.path}):"]
     for key, label in names.items():
         mean, std = estimates[f"beta_{key}"], estimates[f"beta_{key}_std"]
@@ -92,11 +104,22 @@ def answer_epsilon(sweep: Sweep, epsilon: float) -> tuple[str, str | None]:
         if key == "dual" and unmet:
             where = ", ".join(f"{u.epsilon:g}" for u in unmet)
             text = f"≥ {text} — a lower bound, not an estimate: the constraint was not met at ε = {where}"
+        elif key == "dual" and unsettled:
+            where = ", ".join(f"{u.epsilon:g}" for u in unsettled)
+            text += f" — not a settled effective β: λ still moving at ε = {where}"
+        elif key == "dual" and inactive:
+            where = ", ".join(f"{u.epsilon:g}" for u in inactive)
+            text += f" — no effective β of ε: the constraint was inactive at ε = {where} (KL ≪ ε, λ at its floor)"
         lines.append(f"  {label:22s} {text}")
     beta_star = sweep.closed_form()
     if beta_star is not None:
         lines.append(f"  {'closed form β*(ε)':22s} {beta_star(epsilon):.4g}")
-    return "\n".join(lines), unmet_warning(unmet)
+    return "\n".join(lines), _warnings(unmet_warning(unmet), unsettled_warning(unsettled), inactive_warning(inactive))
+
+
+def _warnings(*lines: str | None) -> str | None:
+    """The warnings that apply, one a line (None when none does)."""
+    return "\n".join(line for line in lines if line) or None
 
 
 def answer_beta(sweep: Sweep, beta: float) -> tuple[str, str | None]:
@@ -107,12 +130,20 @@ def answer_beta(sweep: Sweep, beta: float) -> tuple[str, str | None]:
         ranges = swept_range(sweep)
         covered = "fixed β in [{:g}, {:g}]".format(*ranges["beta"]) if "beta" in ranges else "no fixed-β runs"
         raise SweepError(f"β = {beta:g} is outside what the sweep covers ({covered}); not extrapolating")
-    unmet = unmet_constraints(sweep, lambda_support(sweep, beta)) if math.isfinite(result["epsilon_dual"]) else []
+    support = lambda_support(sweep, beta) if math.isfinite(result["epsilon_dual"]) else []
+    unmet = unmet_constraints(sweep, support) if support else []
+    unsettled = unsettled_multipliers(sweep, support) if support and not unmet else []
+    inactive = inactive_constraints(sweep, support) if support else []
     lines = [f"KL budget that β = {beta:g} amounts to ({sweep.path}):"]
     for key, label in (("epsilon_fixed", "KL of fixed-β runs"), ("epsilon_dual", "ε whose λ equals β")):
         value = result[key]
         text = f"{value:.4g} nats" if math.isfinite(value) else "— (outside the swept range)"
         if key == "epsilon_dual" and unmet:
             text += " — not an estimate: read through a λ that had not settled (constraint not met)"
+        elif key == "epsilon_dual" and unsettled:
+            text += " — not an estimate: read through a λ still moving"
+        elif key == "epsilon_dual" and inactive:
+            text += " — not an estimate: read through a budget that was inactive (λ at its floor)"
         lines.append(f"  {label:22s} {text}")
-    return "\n".join(lines), unmet_warning(unmet)
+    warnings = (unmet_warning(unmet), unsettled_warning(unsettled), inactive_warning(inactive))
+    return "\n".join(lines), _warnings(*warnings)

@@ -28,6 +28,7 @@ from constrained_vae.run.device import COMPILE_MIN_STEPS
 from constrained_vae.run.loop import resume_config, train
 from constrained_vae.run.presets import PRESET_DESCRIPTIONS
 from constrained_vae.run.settings import DEVICES, RunConfig, parse_spectrum
+from constrained_vae.run.summary import constraint_status, multiplier_remark
 
 PROG = "experiments/run.py"
 
@@ -206,7 +207,8 @@ def format_summary(run_dir: Path, summary: dict) -> str:
 
     What is printed follows the objective's capability flags
     (:class:`~constrained_vae.core.objectives.ObjectiveSettings`): the term its budget bounds gets
-    the budget and whether it was met, and its multiplier is written with its symbol.
+    the budget and whether it was met (or was inactive), and its multiplier is written with its
+    symbol and, when it is learned, whether it settled (:mod:`constrained_vae.run.summary`).
     """
     objective = OBJECTIVES[summary["mode"]]
     if summary["tail_steps"] >= summary["steps"]:
@@ -214,7 +216,7 @@ def format_summary(run_dir: Path, summary: dict) -> str:
     else:
         tail = f"means over the last {summary['tail_steps']} of {summary['steps']} steps"
     lines = [f"run folder: {run_dir}", f"{summary['mode']} on {summary['dataset']} ({tail}, nats per sample):"]
-    met = f"{objective.budget_kind} {'met' if summary['constraint_satisfied'] else 'NOT met'}"
+    met = f"{objective.budget_kind} {constraint_status(summary)}"
     budget = f"{objective.budget_symbol} = {summary[objective.budget]:g}"
     for term, name in (("kl", "KL "), ("nll", "NLL")):
         bounded = f"  ({budget}, {met})" if objective.bounded_term == term else ""
@@ -224,7 +226,11 @@ def format_summary(run_dir: Path, summary: dict) -> str:
         lines.append(f"  {symbol} = {summary['multiplier']:g}")
     else:
         note = f"  {objective.multiplier_note}" if objective.multiplier_note else ""
+        remark = multiplier_remark(summary, objective.multiplier_symbol)
+        note += f"  ({remark})" if remark else ""
         lines.append(f"  {symbol} = {summary['multiplier']:.4f} ± {summary['multiplier_std']:.4f}{note}")
+    if summary.get("constraint_note"):
+        lines.append(f"  {summary['constraint_note']}")
     lines.append(f"  training time {summary['seconds']:.1f} s")
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""``experiments/sweep.py``: train a grid of ε and/or β values × seeds, each point a Ray task.
+"""``experiments/sweep.py``: train a grid of ε and/or β values × seeds, in banks, on Ray or in this process.
 
 See :mod:`constrained_vae.sweeps.plan` (skip, resume, extend), :mod:`constrained_vae.sweeps.runner`
 (one writer) and :mod:`constrained_vae.sweeps.ray_executor` (where points train).
@@ -21,11 +21,18 @@ from constrained_vae.cli.common import (
     user_error,
 )
 from constrained_vae.cli.run import add_run_arguments
-from constrained_vae.errors import UserInputError
+from constrained_vae.errors import UnrecordedSweep, UserInputError
 from constrained_vae.run import locks
+from constrained_vae.run.bank import STRATEGIES
 from constrained_vae.sweeps.grid import GRID_FIELDS, Grid
 from constrained_vae.sweeps.plan import check_resources, plan_sweep, point_configs
-from constrained_vae.sweeps.ray_executor import DEFAULT_MAX_RETRIES, Resources, checked_resources
+from constrained_vae.sweeps.ray_executor import (
+    DEFAULT_MAX_RETRIES,
+    EXECUTORS,
+    Resources,
+    checked_resources,
+    default_bank_size,
+)
 from constrained_vae.sweeps.report import format_report
 from constrained_vae.sweeps.runner import check_writable, run_sweep
 
@@ -41,6 +48,9 @@ def resources_from_args(args: argparse.Namespace, settings: dict[str, Any]) -> R
         workers=args.workers,
         max_retries=args.max_retries,
         device=settings.get("device"),
+        bank_size=args.bank_size if args.bank_size is not None else default_bank_size(settings.get("device")),
+        executor=args.executor,
+        bank_strategy=args.bank_strategy,
     )
 
 
@@ -61,7 +71,29 @@ def sweep_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, metavar="SWEEP", help="the sweep folder (new, or one to finish)")
     sweep.add_argument("--steps", type=int, help=f"optimisation steps of every point; {dataset_default('steps')}")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ray_group = parser.add_argument_group("where the points train (Ray)")
+    ray_group = parser.add_argument_group("where the points train (in banks, on Ray or in this process)")
+    ray_group.add_argument(
+        "--bank-size",
+        type=int,
+        metavar="K",
+        help="train up to K points that share every setting but ε, β and the seed side by side, as one bank "
+        "in one process (its --cpus-per-run and --gpus-per-run are the bank's); default: "
+        '1 on CPUs, 42 on CUDA (README, "Run banks")',
+    )
+    ray_group.add_argument(
+        "--bank-strategy",
+        choices=STRATEGIES,
+        help="how a bank steps its members: stacked (one batched forward and backward for all), "
+        "sequential (one after another), threaded (one after another on each of the bank's threads); "
+        "default: stacked on CUDA, threaded on CPUs",
+    )
+    ray_group.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="auto",
+        help="where the banks train: ray (this machine's Ray, or --address), local (this process, one bank "
+        "after another), auto (default: ray where Ray is installed, else local)",
+    )
     ray_group.add_argument(
         "--address",
         metavar="ADDR",
@@ -141,6 +173,10 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
             if plan.changed_settings:
                 print(f"the points of {plan.sweep_dir} still to train take the new {', '.join(plan.changed_settings)}")
             outcomes = run_sweep(plan, resources, progress=not args.no_progress)
+    except UnrecordedSweep as error:  # trained, but its records could not be written: the report still shows
+        print(format_report(plan.sweep_dir, error.outcomes))
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except UserInputError as error:
         return user_error(error)
     except KeyboardInterrupt:

@@ -2,7 +2,9 @@
 
 An ε whose runs did not meet their constraint (tail KL > 1.05 ε) is marked in the table,
 the CSV (``constraint_met``) and the figures, and named in a ``warning:`` line on stderr:
-λ there had not settled, so its dual estimate is a lower bound on the effective β.
+λ there had not settled, so its dual estimate is a lower bound on the effective β. An ε whose
+runs met it with λ still moving, or with the budget inactive (tail KL ≪ ε, λ at its floor), is
+named in a ``warning:`` line too: its λ is no settled effective β.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from constrained_vae.analysis.epsilon_beta import unmet_constraints, unmet_warning
+from constrained_vae.analysis.epsilon_beta import (
+    inactive_constraints,
+    inactive_warning,
+    unmet_constraints,
+    unmet_warning,
+    unsettled_multipliers,
+    unsettled_warning,
+)
 from constrained_vae.analysis.sweep_table import load_sweep
 from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.errors import UserInputError
@@ -31,7 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return user_error(error)
     print(format_table(table))
     print("\nwrote:\n" + "\n".join(f"  {path}" for path in paths))
-    for warning in (unmet_warning(unmet_constraints(sweep)), sweep.unfinished_warning()):
+    unmet = unmet_constraints(sweep)
+    moving = [u for u in unsettled_multipliers(sweep) if u.epsilon not in {m.epsilon for m in unmet}]
+    warnings = (unmet_warning(unmet), unsettled_warning(moving), inactive_warning(inactive_constraints(sweep)))
+    for warning in (*warnings, sweep.unfinished_warning()):
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
     return 0

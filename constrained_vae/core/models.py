@@ -48,9 +48,13 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor) -> VAEOutput:
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> VAEOutput:
+        """Encode ``x``, sample z = μ + σ·noise (``noise`` ~ N(0, I) of shape ``[n, latent_dim]``,
+        drawn here from torch's default generator when None), and decode z."""
         mu, log_var = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
+        if noise is None:
+            noise = torch.randn_like(mu)
+        z = mu + noise * torch.exp(0.5 * log_var)
         return VAEOutput(mu=mu, log_var=log_var, z=z, decoded=self.decode(z))
 
 

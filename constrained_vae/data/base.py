@@ -8,7 +8,6 @@ known also expose them (see :class:`FactorDataset`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -16,8 +15,28 @@ import numpy as np
 import torch
 
 Likelihood = Literal["bernoulli", "gaussian"]
-BatchFn = Callable[[torch.Tensor], torch.Tensor]
-"""Observations at int64 ``[n]`` indices, on the indices' device, ``[n, *sample_shape]`` float32."""
+
+
+class BatchFn(Protocol):
+    """Observations at int64 ``[n]`` indices, on the indices' device, ``[n, *sample_shape]`` float32.
+
+    Datasets whose observations are random (the dSprites variants' colours and noise) draw them from
+    ``generator`` (on the indices' device; None: that device's default generator); the others draw
+    nothing and ignore it.
+    """
+
+    def __call__(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+class Rows:
+    """The rows of a tensor at the given indices: the batch function of data held in memory."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        self.table = table
+
+    def __call__(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.table[indices]
+
 
 _malloc_thresholds_raised = False
 
@@ -104,4 +123,4 @@ class TensorDataset:
 
     def batches(self, device: torch.device) -> BatchFn:
         """Rows of the data, copied to ``device`` once."""
-        return self.data.to(device).__getitem__
+        return Rows(self.data.to(device))

@@ -35,8 +35,9 @@ drawn afresh from the binary sprite ``s`` (0/1) at every call, per observation:
   enlarged) then ``pixel / 255``. Unlike disentanglement_lib it is converted to RGB if it is not.
 
 Random numbers: :meth:`batches` (the training path) draws them with ``torch.rand`` / ``torch.randint``
-from **torch's default generator of the batch's device**, which the training loop seeds and
-checkpoints, so a resumed run draws what an uninterrupted one would. :meth:`get` and
+from the generator it is given (on the batch's device; None: torch's default generator there): the
+training loop passes each run's own stream, which it seeds and checkpoints, so a resumed run draws
+what an uninterrupted one would. :meth:`get` and
 :meth:`observations` draw from their ``generator`` argument, else from the dataset's own CPU
 generator :attr:`generator` (seeded with ``seed`` at construction; each call advances it: reseed it
 with ``dataset.generator.manual_seed(s)`` for a repeatable evaluation). Given generators in the same
@@ -160,17 +161,20 @@ def load_scream(path: str | os.PathLike[str]) -> torch.Tensor:
 # ---------------------------------------------------------------------------- datasets
 
 
-class DressedBatches:
-    """Training batches of a variant: grid indices → sprites rendered on the indices' device → dressed there,
-    with the device's default generator."""
+Dress = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]  # (sprites, generator) → observations
 
-    def __init__(self, sprites: BatchFn, dress: Callable[[torch.Tensor], torch.Tensor]) -> None:
+
+class DressedBatches:
+    """Training batches of a variant: grid indices → sprites rendered on the indices' device → dressed there."""
+
+    def __init__(self, sprites: BatchFn, dress: Dress) -> None:
         self._sprites = sprites
         self._dress = dress
 
-    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
-        """float32 ``[n, 3, 64, 64]`` at int64 ``[n]`` grid indices (in range, not checked)."""
-        return self._dress(self._sprites(indices))
+    def __call__(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """float32 ``[n, 3, 64, 64]`` at int64 ``[n]`` grid indices (in range, not checked), dressed with
+        random numbers from ``generator`` (None: the device's default generator)."""
+        return self._dress(self._sprites(indices), generator)
 
 
 class _SpriteVariant:
@@ -189,8 +193,8 @@ class _SpriteVariant:
     def _dress(self, sprites: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def _device_dress(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda sprites: self._dress(sprites, None)
+    def _device_dress(self, device: torch.device) -> Dress:
+        return self._dress
 
     def __len__(self) -> int:
         return len(self._base)
@@ -226,8 +230,7 @@ class _SpriteVariant:
         return self._dress(self._base.observations(factors), self.generator if generator is None else generator)
 
     def batches(self, device: torch.device) -> BatchFn:
-        """Observations at grid indices on ``device``, rendered and drawn there from the device's
-        default generator (:class:`DressedBatches`)."""
+        """Observations at grid indices on ``device``, rendered and drawn there (:class:`DressedBatches`)."""
         return DressedBatches(self._base.batches(device), self._device_dress(torch.device(device)))
 
 
@@ -263,6 +266,6 @@ class ScreamDSprites(_SpriteVariant):
     def _dress(self, sprites: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return scream_sprites(sprites, self._scream, generator)
 
-    def _device_dress(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _device_dress(self, device: torch.device) -> Dress:
         scream = self._scream.to(device)
-        return lambda sprites: scream_sprites(sprites, scream, None)
+        return lambda sprites, generator: scream_sprites(sprites, scream, generator)

@@ -64,7 +64,7 @@ class ByteImages:
         """``images``: uint8 ``[N, C, H, W]``."""
         self._images = images.to(device)
 
-    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+    def __call__(self, rows: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """float32 ``[n, C, H, W]`` images at int64 ``[n]`` rows (in range, not checked)."""
         return unit_float(self._images[rows])
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ from tqdm.auto import tqdm
 
 from constrained_vae.core.objectives import StepTerms
 from constrained_vae.errors import ConfigError, ResourceError, RunFolderError, TrainingDiverged, TrainingInterrupted
+from constrained_vae.files import is_disk_full
 from constrained_vae.run import folder, locks
+from constrained_vae.run.bank import Bank, Strategy
 from constrained_vae.run.device import torch_threads, use_compile
 from constrained_vae.run.log_window import WindowReading
 from constrained_vae.run.settings import RESUMABLE_OVERRIDES, RunConfig
@@ -118,58 +121,137 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
     checkpoint at that step), :class:`ResourceError` when a step runs out of memory, and
     :class:`~constrained_vae.errors.FolderInUse` when another process holds ``run_dir``.
     """
-    run_dir = Path(run_dir)
+    (outcome,) = train_bank([config], [run_dir], resume=[resume], progress=progress)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def train_bank(
+    configs: Sequence[RunConfig],
+    run_dirs: Sequence[str | Path],
+    *,
+    resume: Sequence[bool],
+    progress: bool = True,
+    strategy: Strategy | None = None,
+) -> list[dict[str, Any] | TrainingDiverged]:
+    """Train runs of one shape as one bank (:mod:`constrained_vae.run.bank`), each into its own folder.
+
+    ``resume[i]`` says whether run i continues from its checkpoint (as :func:`train`'s ``resume``).
+    Returns each run's summary, or the :class:`TrainingDiverged` that stopped it alone (its folder
+    then holds its last good checkpoint; the others went on). Raises as :func:`train` does for the
+    rest: an interrupt (every run checkpointed at its step), an out-of-memory step, a folder in use.
+    """
+    run_dirs = [Path(run_dir) for run_dir in run_dirs]
+    if not len(configs) == len(run_dirs) == len(resume):
+        raise ValueError("a config, a run folder and a resume flag for each run of a bank")
+    if len(set(run_dirs)) != len(run_dirs):
+        raise ConfigError("the runs of a bank need folders of their own")
     stop = StopRequest()
-    with stop.installed(), torch_threads(config.threads):
-        trainee = Trainee.build(config.resolved())  # validates settings and data before anything is written
-        if not resume:
-            folder.check_new(run_dir)  # a started run is refused before its folder is touched
+    with stop.installed(), torch_threads(configs[0].threads), ExitStack() as held:
+        # settings and data are validated before anything is written
+        bank = Bank.build([config.resolved() for config in configs], strategy)
+        for run_dir, resumed in zip(run_dirs, resume, strict=True):
+            if not resumed:
+                folder.check_new(run_dir)  # a started run is refused before its folder is touched
         if stop.requested:
             raise KeyboardInterrupt
-        with locks.hold(run_dir):
-            fresh = prepare(trainee, run_dir, resume=resume)
-            if use_compile(trainee.config, trainee.device):
-                trainee.compile()
+        try:
+            for run_dir in run_dirs:
+                held.enter_context(locks.hold(run_dir))
+            members = [
+                Member(trainee, run_dir, fresh=prepare(trainee, run_dir, resume=resumed))
+                for trainee, run_dir, resumed in zip(bank.members, run_dirs, resume, strict=True)
+            ]
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise ResourceError(
+                f"no space left on the device of {error.filename or run_dirs[0]} ({error.strerror}); nothing was "
+                "trained and every checkpoint is as it was: free space and run the command again"
+            ) from None
+        if use_compile(bank.members[0].config, bank.members[0].device):
+            bank.compile()
+        loop = TrainingLoop(bank, members, stop, progress)
+        try:
+            loop.run()
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise out_of_memory(error, members) from None
+            if is_disk_full(error):
+                raise disk_full(error, members) from None
+            raise
+        finally:
+            bank.close()
+        outcomes: list[dict[str, Any] | TrainingDiverged] = []
+        for member in members:
+            if member.diverged is not None:
+                outcomes.append(member.diverged)
+                continue
+            trainee = member.trainee
+            summary = summarise(trainee.config, folder.read_metrics(member.run_dir), trainee.seconds)
             try:
-                TrainingLoop(trainee, run_dir, stop, progress).run()
-            except Exception as error:
-                if not is_out_of_memory(error):
+                folder.write_summary(member.run_dir, summary)
+            except OSError as error:
+                if not is_disk_full(error):
                     raise
-                if fresh and trainee.step == 0:
-                    folder.discard(run_dir)  # nothing trained: leave nothing behind
-                    where = "nothing was written"
-                else:
-                    where = f"the last checkpoint is in {run_dir}"
-                raise ResourceError(
-                    f"out of memory in step {trainee.step + 1} with --batch-size {trainee.config.batch_size} "
-                    f"({type(error).__name__}); use a smaller batch or a machine with more memory; {where}"
-                ) from None
-            summary = summarise(trainee.config, folder.read_metrics(run_dir), trainee.seconds)
-            folder.write_summary(run_dir, summary)
-    return summary
+                raise disk_full(error, members) from None
+            outcomes.append(summary)
+    return outcomes
 
 
-class TrainingLoop:
-    """The loop of one :func:`train` call: steps, log rows, checkpoints; stops at a step boundary when asked.
+def disk_full(error: OSError, members: Sequence[Member]) -> ResourceError:
+    """The error of a write that found no space: where each run's last good checkpoint is."""
+    wheres = "; ".join(f"the last checkpoint of {m.run_dir} is at step {m.last_checkpoint}" for m in members)
+    return ResourceError(
+        f"no space left on the device of {error.filename or members[0].run_dir} ({error.strerror}); {wheres}: "
+        "free space and resume with run.py --resume RUN (or re-run the sweep)"
+    )
 
-    Steps are queued without reading anything back; the host waits for the device only at log
-    rows and checkpoints (and on a stop), where the window is read and checked for divergence
-    (:meth:`settle`), so a checkpoint is never written from a diverged state. ``trainee.seconds``
-    counts the time of the steps, not of writing rows and checkpoints.
-    """
 
-    def __init__(self, trainee: Trainee, run_dir: Path, stop: StopRequest, progress: bool) -> None:
-        self.trainee, self.run_dir, self.stop, self.progress = trainee, run_dir, stop, progress
-        self.last_checkpoint = trainee.step  # the step of the checkpoint in the run folder
-        self.checked = trainee.step  # the last step known to be finite
-        self.terms: StepTerms | None = None  # the last step's terms
-        self.clock = time.perf_counter()  # when the steps not yet timed began
+def out_of_memory(error: BaseException, members: Sequence[Member]) -> ResourceError:
+    """The error of a step that ran out of memory; runs that had trained nothing leave nothing behind."""
+    wheres = []
+    for member in members:
+        if member.fresh and member.trainee.step == 0:
+            folder.discard(member.run_dir)
+            wheres.append(f"nothing was written in {member.run_dir}")
+        else:
+            wheres.append(f"the last checkpoint is in {member.run_dir}")
+    trainee = members[0].trainee
+    runs = f" of a bank of {len(members)} runs" if len(members) > 1 else ""
+    return ResourceError(
+        f"out of memory in step {trainee.step + 1}{runs} with --batch-size {trainee.config.batch_size} "
+        f"({type(error).__name__}); use a smaller batch or a machine with more memory; {'; '.join(wheres)}"
+    )
+
+
+@dataclass
+class Member:
+    """One run of a bank in the loop: its trainee, its folder, and what the loop knows of it."""
+
+    trainee: Trainee
+    run_dir: Path
+    fresh: bool  # started in this call
+    last_checkpoint: int = -1  # the step of the checkpoint in the run folder
+    checked: int = -1  # the last step known to be finite
+    terms: StepTerms | None = None  # the last step's terms
+    diverged: TrainingDiverged | None = None
+    pending_seconds: float = 0.0  # the time of the bank's steps since this member's last reading
+
+    def __post_init__(self) -> None:
+        self.last_checkpoint = self.checked = self.trainee.step
+
+    @property
+    def training(self) -> bool:
+        return self.diverged is None and self.trainee.step < self.trainee.config.steps
 
     def settle(self) -> WindowReading:
-        """Wait for the queued steps, add their time, and stop if one of them diverged."""
+        """Wait for the queued steps, add their time, and raise TrainingDiverged if one of them diverged."""
         trainee = self.trainee
         reading = trainee.window.read(self.terms)
-        trainee.seconds += time.perf_counter() - self.clock
+        trainee.seconds += self.pending_seconds
+        self.pending_seconds = 0.0
         if not reading.finite:
             first = trainee.step - reading.steps + 1 + reading.finite_steps
             raise TrainingDiverged(
@@ -184,39 +266,91 @@ class TrainingLoop:
         folder.save_checkpoint(self.run_dir, self.trainee.state_dict())
         self.last_checkpoint = self.trainee.step
 
+
+class TrainingLoop:
+    """The loop of one :func:`train_bank` call: steps, log rows, checkpoints; stops at a step boundary when asked.
+
+    Steps are queued without reading anything back; the host waits for the device only at a
+    member's log rows and checkpoints (and on a stop), where its window is read and checked for
+    divergence (:meth:`Member.settle`), so a checkpoint is never written from a diverged state. A
+    member that diverged leaves the bank with its last good checkpoint; a bank of one raises. Each
+    member's ``seconds`` count the time of the bank's steps, not of writing rows and checkpoints.
+    """
+
+    def __init__(self, bank: Bank, members: Sequence[Member], stop: StopRequest, progress: bool) -> None:
+        self.bank, self.members, self.stop, self.progress = bank, list(members), stop, progress
+        self.clock = time.perf_counter()  # when the steps not yet timed began
+
+    def count_time(self, members: Sequence[Member]) -> None:
+        """Wait for the queued steps and add their time to each member's."""
+        device = members[0].trainee.device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - self.clock
+        for member in members:
+            member.pending_seconds += elapsed
+
     def run(self) -> None:
-        trainee, config = self.trainee, self.trainee.config
-        bar = tqdm(
-            total=config.steps, initial=trainee.step, disable=not self.progress, dynamic_ncols=True, desc=config.label
-        )
-        trainee.model.train()
+        trainees = [member.trainee for member in self.members]
+        steps = trainees[0].config.steps
+        label = trainees[0].config.label if len(trainees) == 1 else f"bank of {len(trainees)} runs"
+        start = min(trainee.step for trainee in trainees)
+        bar = tqdm(total=steps, initial=start, disable=not self.progress, dynamic_ncols=True, desc=label)
+        for trainee in trainees:
+            trainee.model.train()
         try:
-            while trainee.step < config.steps:
+            while active := [member for member in self.members if member.training]:
                 if self.stop.requested:
-                    if trainee.step != self.last_checkpoint:
-                        self.settle()
-                        self.checkpoint()
-                    raise TrainingInterrupted(trainee.step, str(self.run_dir))
-                self.terms = trainee.advance()
-                trainee.step += 1
-                trainee.window.add(self.terms)
-                bar.update(1)
-                at_end = trainee.step == config.steps
-                log_due = trainee.step % config.log_every == 0 or at_end
-                checkpoint_due = trainee.step % config.checkpoint_every == 0 or at_end
-                if not (log_due or checkpoint_due):
+                    self.interrupt(active)
+                for member, terms in zip(active, self.bank.advance([m.trainee for m in active]), strict=True):
+                    member.terms = terms
+                    member.trainee.step += 1
+                    member.trainee.window.add(terms)
+                bar.update(min(member.trainee.step for member in active) - bar.n)
+                due = [member for member in active if self.due(member.trainee)]
+                if not due:
                     continue
-                reading = self.settle()
-                if log_due:
-                    folder.append_metrics(self.run_dir, [reading.row(trainee.step, trainee.seconds)])
-                    bar.set_postfix(nll=f"{reading.nll:.2f}", kl=f"{reading.kl:.2f}", λ=f"{reading.multiplier:.3f}")
-                    if trainee.step % config.log_every == 0:
-                        trainee.window.reset()
-                if checkpoint_due:
-                    self.checkpoint()
+                self.count_time(active)
+                for member in due:
+                    self.record(member, bar)
                 self.clock = time.perf_counter()
         finally:
             bar.close()
+
+    @staticmethod
+    def due(trainee: Trainee) -> bool:
+        config, step = trainee.config, trainee.step
+        return step % config.log_every == 0 or step % config.checkpoint_every == 0 or step == config.steps
+
+    def record(self, member: Member, bar: tqdm) -> None:
+        """A due member's log row and checkpoint; a diverged member leaves the bank (a bank of one raises)."""
+        trainee, config = member.trainee, member.trainee.config
+        try:
+            reading = member.settle()
+        except TrainingDiverged as error:
+            if len(self.members) == 1:
+                raise
+            member.diverged = error
+            self.bank.drop(trainee)
+            return
+        at_end = trainee.step == config.steps
+        if trainee.step % config.log_every == 0 or at_end:
+            folder.append_metrics(member.run_dir, [reading.row(trainee.step, trainee.seconds)])
+            if len(self.members) == 1:
+                bar.set_postfix(nll=f"{reading.nll:.2f}", kl=f"{reading.kl:.2f}", λ=f"{reading.multiplier:.3f}")
+            if trainee.step % config.log_every == 0:
+                trainee.window.reset()
+        if trainee.step % config.checkpoint_every == 0 or at_end:
+            member.checkpoint()
+
+    def interrupt(self, active: Sequence[Member]) -> None:
+        """Checkpoint every member at its step (those not checkpointed there) and raise TrainingInterrupted."""
+        self.count_time(active)
+        for member in active:
+            if member.trainee.step != member.last_checkpoint:
+                member.settle()
+                member.checkpoint()
+        raise TrainingInterrupted(active[0].trainee.step, str(active[0].run_dir))
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> RunConfig:

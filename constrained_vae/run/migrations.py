@@ -40,15 +40,32 @@ def upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
       steps) instead of one row per step, and then as rows after such sums (``carried`` over
       ``carried_steps`` steps): the sums become that many rows holding their means (so the row
       logged next is read to float32 rounding, not bit for bit);
-    * the batch generator was once always a CPU one (``rng["batches_device"]``).
+    * the random streams were once saved otherwise (:func:`upgrade_rng`).
     """
     state = dict(state)
     objective = dict(state["objective"])
     objective["problem"] = {"extra": {}} | dict(objective["problem"])
     state["objective"] = objective
     state["window"] = upgrade_window(state["window"])
-    state["rng"] = {"batches_device": "cpu"} | dict(state["rng"])
+    state["rng"] = upgrade_rng(state["rng"])
     return state
+
+
+def upgrade_rng(rng: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's random streams in the current format: ``noise`` and ``batches``, each with its device.
+
+    The batch generator was once always a CPU one; the posterior noise was once drawn from torch's
+    default generators, saved as ``torch`` (the CPU one, the noise of a CPU run) and ``cuda`` (one
+    state per visible GPU; the first is taken, the run's when one GPU was visible).
+    """
+    rng = {"batches_device": "cpu"} | dict(rng)
+    if "noise" not in rng:
+        cuda = rng.get("cuda")
+        if cuda is not None:
+            rng |= {"noise": cuda[0] if isinstance(cuda, (list, tuple)) else cuda, "noise_device": "cuda"}
+        else:
+            rng |= {"noise": rng["torch"], "noise_device": "cpu"}
+    return {key: rng[key] for key in ("noise", "noise_device", "batches", "batches_device")}
 
 
 def upgrade_window(window: dict[str, Any]) -> dict[str, Any]:

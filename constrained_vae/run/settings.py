@@ -64,6 +64,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 # only the floating-point rounding; see constrained_vae.run.loop).
 RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "checkpoint_every", "threads", "compile")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer; checkpoints store it as int64
+GENERATED_DATASET = "linear-gaussian"  # the dataset generated from the settings below
+GENERATED_DATA_SETTINGS = ("spectrum", "num_samples")
 POSITIVE_INTEGERS = ("latent_dim", "steps", "batch_size", "num_samples", "log_every", "checkpoint_every", "threads")
 
 
@@ -174,6 +176,20 @@ class RunConfig:
             raise ConfigError(f"spectrum must be a list of positive numbers, got {self.spectrum!r}")
         if any(not (math.isfinite(s) and s > 0) for s in self.spectrum) or not self.spectrum:
             raise ConfigError(f"spectrum must be positive numbers, got {self.spectrum}")
+        self._validate_generated_data()
+
+    def _validate_generated_data(self) -> None:
+        """``--spectrum`` and ``--num-samples`` (away from their defaults) only for the data generated from them."""
+        if self.dataset == GENERATED_DATASET:
+            return
+        defaults = RunConfig()
+        for name in GENERATED_DATA_SETTINGS:
+            value = getattr(self, name)
+            if (list(value) if name == "spectrum" else value) != getattr(defaults, name):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} does not apply to --dataset {self.dataset} "
+                    f"(only {GENERATED_DATASET} is generated from it)"
+                )
 
     def _validate_data_source(self) -> None:
         """``--data-path`` for a dataset read from a file, ``--factor-sizes`` only where a file's grid may vary."""

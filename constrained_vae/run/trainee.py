@@ -30,6 +30,7 @@ class Trainee:
     likelihood: torch.nn.Module
     optimization: Optimization
     batch_generator: torch.Generator  # on ``device``; draws each batch's indices
+    noise_generator: torch.Generator  # on ``device``; draws each batch's posterior noise (and its dressing)
     device: torch.device
     window: LogWindow
     step: int = 0
@@ -37,20 +38,12 @@ class Trainee:
     compiled: bool = False
 
     @classmethod
-    def build(cls, config: RunConfig) -> Trainee:
+    def build(cls, config: RunConfig, dataset: Dataset | None = None, batches: BatchFn | None = None) -> Trainee:
+        """The run of the resolved ``config``; ``dataset`` is the one it names and ``batches`` its training
+        path on the run's device, when already made (a bank's members share theirs)."""
         device = resolve_device(config.device)
-        dataset = load_dataset(
-            config.dataset,
-            data_path=config.data_path,
-            spectrum=config.spectrum,
-            num_samples=config.num_samples,
-            seed=config.seed,
-            factor_sizes=config.factor_sizes,
-        )
-        if dataset.likelihood != config.likelihood:
-            raise ConfigError(f"dataset {config.dataset} is for a {dataset.likelihood} likelihood")
-        if isinstance(dataset, TensorDataset):
-            check_likelihood_range(dataset.data, config.likelihood, config.dataset)
+        if dataset is None:
+            dataset = load_run_dataset(config)
         if config.batch_size > len(dataset):
             raise ConfigError(
                 f"--batch-size {config.batch_size} is larger than the dataset ({len(dataset)} examples of "
@@ -65,22 +58,44 @@ class Trainee:
         primal = primal_optimizer([*model.parameters(), *likelihood.parameters()], config.optimizer, config.lr)
         optimization = config.objective_settings.optimization(model, likelihood, primal)
         batch_generator = torch.Generator(device).manual_seed(config.seed)
-        batches = dataset.batches(device)
+        noise_generator = torch.Generator(device)
+        if device.type == "cpu":  # the default generator's stream after seeding and initialisation
+            noise_generator.set_state(torch.get_rng_state())
+        else:
+            noise_generator.manual_seed(config.seed)
+        batches = dataset.batches(device) if batches is None else batches
         window = LogWindow.empty(device, next(model.parameters()).dtype, config.log_every)
-        return cls(config, dataset, batches, model, likelihood, optimization, batch_generator, device, window)
+        return cls(
+            config, dataset, batches, model, likelihood, optimization, batch_generator, noise_generator, device, window
+        )
 
-    def next_batch(self) -> torch.Tensor:
-        """The next training batch, drawn and made on the device (uniform indices, with replacement)."""
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.window.rows.dtype
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next training batch and its posterior noise, drawn and made on the device.
+
+        Indices are uniform with replacement (the batch generator); the noise ``[batch, latent_dim]``
+        is standard normal, drawn after any random dressing of the batch (the noise generator).
+        """
         indices = torch.randint(
             len(self.dataset), (self.config.batch_size,), generator=self.batch_generator, device=self.device
         )
-        return self.batches(indices)
+        x = self.batches(indices, self.noise_generator)
+        noise = torch.randn(
+            (self.config.batch_size, self.config.latent_dim),
+            generator=self.noise_generator,
+            device=self.device,
+            dtype=self.dtype,
+        )
+        return x, noise
 
     def advance(self) -> StepTerms:
         """One optimisation step on the next batch; its terms stay on the device."""
         if self.compiled and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # a new iteration for the CUDA graphs of the compiled model
-        return self.optimization.step(self.next_batch())
+        return self.optimization.step(*self.next_batch())
 
     def compile(self) -> None:
         """Run the model under ``torch.compile`` from now on (with CUDA graphs on a GPU).
@@ -104,8 +119,8 @@ class Trainee:
             "multiplier": self.optimization.multiplier,
             "window": self.window.state_dict(),
             "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                "noise": self.noise_generator.get_state(),
+                "noise_device": self.device.type,
                 "batches": self.batch_generator.get_state(),
                 "batches_device": self.device.type,
             },
@@ -120,11 +135,31 @@ class Trainee:
         self.optimization.load_state_dict(state["objective"])
         self.window = LogWindow.from_state(state["window"], self.device, self.window.rows.dtype, self.config.log_every)
         rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if self.device.type == "cuda" and rng["cuda"] is not None:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        if rng["batches_device"] == self.device.type:
-            self.batch_generator.set_state(rng["batches"])
-        else:  # resumed on another kind of device: a new stream, seeded from the saved one
-            digest = hashlib.blake2b(rng["batches"].numpy().tobytes(), digest_size=8).digest()
-            self.batch_generator.manual_seed(int.from_bytes(digest, "little") >> 1)
+        for generator, key in ((self.noise_generator, "noise"), (self.batch_generator, "batches")):
+            restore_generator(generator, rng[key], rng[f"{key}_device"])
+
+
+def restore_generator(generator: torch.Generator, saved: torch.Tensor, saved_device: str) -> None:
+    """Continue a saved stream; resumed on another kind of device, a new stream seeded from the saved one."""
+    if saved_device == generator.device.type:
+        generator.set_state(saved)
+    else:
+        digest = hashlib.blake2b(saved.numpy().tobytes(), digest_size=8).digest()
+        generator.manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def load_run_dataset(config: RunConfig) -> Dataset:
+    """The dataset a resolved ``config`` trains on, checked against its likelihood."""
+    dataset = load_dataset(
+        config.dataset,
+        data_path=config.data_path,
+        spectrum=config.spectrum,
+        num_samples=config.num_samples,
+        seed=config.seed,
+        factor_sizes=config.factor_sizes,
+    )
+    if dataset.likelihood != config.likelihood:
+        raise ConfigError(f"dataset {config.dataset} is for a {dataset.likelihood} likelihood")
+    if isinstance(dataset, TensorDataset):
+        check_likelihood_range(dataset.data, config.likelihood, config.dataset)
+    return dataset

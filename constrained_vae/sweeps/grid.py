@@ -7,10 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from constrained_vae.core.objectives import OBJECTIVE_FIELDS, OBJECTIVES
+from constrained_vae.errors import ConfigError
 from constrained_vae.run.settings import RunConfig
 
 GRID_FIELDS = ("epsilon", "beta", "seed")  # the RunConfig fields a point sets; the others are run settings
 FIXED_BETA = "fixed-beta"
+# The run settings only ε points take: ``--objective`` and every objective setting fixed β does not take.
+EPSILON_POINT_FIELDS: tuple[str, ...] = (
+    "objective",
+    *(name for name in OBJECTIVE_FIELDS if name not in (*OBJECTIVES[FIXED_BETA].field_names(), *GRID_FIELDS)),
+)
 
 
 def point_settings(settings: dict[str, Any], *, epsilon: float | None, beta: float | None) -> dict[str, Any]:
@@ -23,9 +29,23 @@ def point_settings(settings: dict[str, Any], *, epsilon: float | None, beta: flo
     """
     if beta is None:
         return dict(settings, epsilon=epsilon, beta=None)
-    takes = OBJECTIVES[FIXED_BETA].field_names()
-    dropped = {"objective", *(name for name in OBJECTIVE_FIELDS if name not in takes)}
-    return {**{k: v for k, v in settings.items() if k not in dropped}, "epsilon": None, "beta": beta}
+    return {**{k: v for k, v in settings.items() if k not in EPSILON_POINT_FIELDS}, "epsilon": None, "beta": beta}
+
+
+def check_settings_apply(settings: dict[str, Any], *, has_epsilon_points: bool) -> None:
+    """ConfigError for a setting that no point of the grid takes: one only ε points take, in a grid
+    without ε points (``--objective fixed-beta`` aside: the β points train that)."""
+    if has_epsilon_points:
+        return
+    for name in EPSILON_POINT_FIELDS:
+        value = settings.get(name)
+        if value is None or (name == "objective" and value == FIXED_BETA):
+            continue
+        given = f"--objective {value}" if name == "objective" else "--" + name.replace("_", "-")
+        raise ConfigError(
+            f"{given} does not apply to fixed-β points (--beta): it is for a sweep's --epsilon points, "
+            "and this one has none"
+        )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ recorded value extends the sweep: ``sweep.json`` is rewritten with the new comma
 and only the new points train. The settings a resumed run may change but its step count
 (``--device``, ``--threads``, ``--compile``, ``--log-every``, ``--checkpoint-every``) may
 change too, as with ``run.py --resume``: the points still to train take the new values, and
-``sweep.json`` records the new command. Anything else (other settings, or a recorded value
+``sweep.json`` records the new command. So may the settings only ε points take (``--objective``,
+the multiplier's) while the sweep has no ε points yet: no trained point took them (a fixed-β sweep,
+which refuses them, extended by its ε points). Anything else (other settings, or a recorded value
 left out) is refused, so the command in ``sweep.json`` reproduces every point in the folder
 (up to rounding where those settings changed).
 """
@@ -28,7 +30,7 @@ from constrained_vae.errors import ConfigError, DataError, SweepError, UserInput
 from constrained_vae.run import folder, locks
 from constrained_vae.run.loop import resume_config
 from constrained_vae.run.settings import RESUMABLE_OVERRIDES, RunConfig
-from constrained_vae.sweeps.grid import GRID_FIELDS, Grid, Point
+from constrained_vae.sweeps.grid import EPSILON_POINT_FIELDS, GRID_FIELDS, Grid, Point, check_settings_apply
 from constrained_vae.sweeps.records import read_json_record
 from constrained_vae.sweeps.tasks import Task
 
@@ -83,6 +85,7 @@ def point_configs(grid: Grid, settings: dict[str, Any]) -> dict[Point, RunConfig
     """Every point's resolved config; :class:`ConfigError` for the first bad one."""
     if not grid.epsilon and not grid.beta:
         raise ConfigError("give --epsilon and/or --beta values to sweep over")
+    check_settings_apply(settings, has_epsilon_points=bool(grid.epsilon))
     configs = {point: point.config(settings).resolved() for point in grid.points()}
     names = [point.name for point in configs]
     clashes = sorted({name for name in names if names.count(name) > 1})
@@ -140,11 +143,15 @@ def check_new_sweep_folder(sweep_dir: Path) -> None:
 def check_extends(sweep_dir: Path, recorded: dict[str, Any], grid: Grid, settings: dict[str, Any]) -> list[str]:
     """Refuse a command that is not the recorded sweep or an extension of it (see the module docstring).
 
-    Returns the settings it changes that a re-run may change (:data:`RESUMABLE_SWEEP_SETTINGS`), as flags.
+    Returns the settings it changes that a re-run may change (:data:`RESUMABLE_SWEEP_SETTINGS`, and
+    the settings only ε points take while the sweep has no ε points: no trained point took them), as flags.
     """
     old, new = resolved_settings(recorded["run_settings"]), resolved_settings(settings)
     differing = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
-    refused = [key for key in differing if key not in RESUMABLE_SWEEP_SETTINGS]
+    may_change = RESUMABLE_SWEEP_SETTINGS
+    if not Grid.from_dict(recorded["grid"]).epsilon:
+        may_change += EPSILON_POINT_FIELDS
+    refused = [key for key in differing if key not in may_change]
     if refused:
         flags = ", ".join("--" + key.replace("_", "-") for key in refused)
         raise SweepError(

@@ -1,15 +1,22 @@
-"""Where a sweep's points train: each one a Ray task calling the same ``train`` as ``run.py``.
+"""Where a sweep's points train: on Ray (this module), or in the sweep's own process
+(:mod:`~constrained_vae.sweeps.local_executor`), as units of one bank each
+(:func:`~constrained_vae.sweeps.tasks.group_banks`) trained by the same ``train_bank`` as ``run.py``'s.
+
+On Ray each unit is one task.
 
 Without an address the sweep starts Ray in its own process on this machine (and shuts it down
 at the end); with ``--address`` (or ``RAY_ADDRESS``) it joins a running cluster (and leaves it
-running), whose nodes must all see the sweep folder (a shared file system). A point asks Ray for
+running), whose nodes must all see the sweep folder (a shared file system). A unit asks Ray for
 ``--cpus-per-run`` CPUs (its torch threads) and ``--gpus-per-run`` GPUs (a fraction lets several
-points share one); ``--workers N`` is the shorthand for N points at once on this machine. The
-sweep hands Ray no more points than the cluster can train at once, so a point handed out is a
-point running. A point whose exception ends it fails alone; one whose worker process (or node)
-dies is retried by Ray, at most ``--max-retries`` times, and resumes from its last checkpoint,
-bit for bit. On Ctrl-C the running points are cancelled (Ray raises KeyboardInterrupt in each:
+units share one); ``--workers N`` is the shorthand for N units at once on this machine. The
+sweep hands Ray no more units than the cluster can train at once, so a unit handed out is a
+unit running. A point whose exception ends it fails alone; a unit whose worker process (or node)
+dies is retried by Ray, at most ``--max-retries`` times, and resumes from its last checkpoints,
+bit for bit. On Ctrl-C the running units are cancelled (Ray raises KeyboardInterrupt in each:
 it writes a checkpoint at its current step and stops) and the next run resumes them.
+
+``--executor auto`` (the default) trains on Ray where Ray is installed and in the sweep's process
+where it is not; ``ray`` and ``local`` choose.
 """
 
 from __future__ import annotations
@@ -24,29 +31,42 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import ray
 import torch
 
+try:
+    import ray
+except ImportError:  # a sweep on one machine trains in its own process (--executor local)
+    ray = None
+
 from constrained_vae.errors import ConfigError, SweepError
+from constrained_vae.run.bank import Strategy
+from constrained_vae.sweeps import ray_watchdog
 from constrained_vae.sweeps.plan import SWEEP_FILE
 from constrained_vae.sweeps.progress import PROGRESS_INTERVAL_S, Progress
-from constrained_vae.sweeps.tasks import Outcome, Task, one_line, run_point
+from constrained_vae.sweeps.tasks import Outcome, Task, one_line, run_unit
 
 DEFAULT_MAX_RETRIES = 3  # Ray's default for tasks
 STOP_TIMEOUT_S = 60.0  # how long a stopped point may take to leave its step before it is killed
 NODE_ID_CHARS = 8  # a Ray node as the report names it: the start of its id
 LOCAL_OBJECT_STORE_BYTES = 128 * 2**20  # points hand Ray only small configs and outcomes
 CONNECT_TIMEOUT_S = 10.0  # for a cluster's head to answer --address
+EXECUTORS = ("auto", "ray", "local")
+MAX_CPUS_PER_CORE = 2**20  # --cpus-per-run beyond this many times this machine's cores is a typo, not a cluster
+# Default points per bank on each device kind (README, "Run banks"): on CPUs a bank is no faster per core than
+# one point per process; on CUDA the study's 42 runs as one bank (provisional until measured on a GPU).
+BANK_SIZES = {"cpu": 1, "cuda": 42}
+DEFAULT_BANK_SIZE = BANK_SIZES["cpu"]
 
 
 @dataclass(frozen=True)
 class Resources:
-    """Where the points train and what each one asks of Ray.
+    """Where the points train, in banks of how many, and what each unit asks of Ray.
 
+    ``executor`` is ``ray`` or ``local`` (the sweep's own process, one unit after another).
     ``address`` is a Ray cluster to join (None: the Ray this process already runs, or
-    one started here for the sweep). Every point asks for ``cpus`` CPUs (its torch
-    threads are their whole number, at least 1) and ``gpus`` GPUs; ``workers`` caps
-    the points trained at once; a point whose worker dies is retried ``max_retries`` times.
+    one started here for the sweep). Every unit of at most ``bank_size`` points asks for ``cpus``
+    CPUs (its torch threads are their whole number, at least 1) and ``gpus`` GPUs; ``workers`` caps
+    the units trained at once; a unit whose worker dies is retried ``max_retries`` times.
     """
 
     address: str | None = None
@@ -54,6 +74,9 @@ class Resources:
     gpus: float = 0.0
     workers: int | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
+    bank_size: int = DEFAULT_BANK_SIZE
+    executor: str = "ray"
+    bank_strategy: Strategy | None = None  # how a bank steps its members; None: its device's default
 
     @property
     def threads(self) -> int:
@@ -76,6 +99,14 @@ class Resources:
         return min(math.floor(node.get(name, 0.0) / amount + 1e-9) for name, amount in asked)
 
 
+def default_bank_size(device: str | None) -> int:
+    """The bank size a sweep on ``device`` (``--device``; None or ``auto``: CUDA when this machine has it) takes."""
+    kind = (
+        device if device in BANK_SIZES else "cuda" if device in (None, "auto") and torch.cuda.is_available() else "cpu"
+    )
+    return BANK_SIZES[kind]
+
+
 def checked_resources(
     *,
     address: str | None,
@@ -84,38 +115,64 @@ def checked_resources(
     workers: int | None,
     max_retries: int,
     device: str | None,
+    bank_size: int = DEFAULT_BANK_SIZE,
+    executor: str = "auto",
+    bank_strategy: Strategy | None = None,
 ) -> Resources:
     """The sweep's resources from its flags' values (None: not given), checked; :class:`ConfigError` for a bad one.
 
-    ``address`` None falls back to ``$RAY_ADDRESS`` ("local" meaning none); ``device`` is the points' ``--device``.
+    ``address`` None falls back to ``$RAY_ADDRESS`` ("local" meaning none); ``device`` is the points' ``--device``;
+    ``executor`` ``auto`` is ``ray`` where Ray is installed, else ``local``.
     """
     address = address or os.environ.get("RAY_ADDRESS") or None
     address = None if address == "local" else address
-    if workers is not None:
-        if workers < 1:
-            raise ConfigError(f"--workers must be a positive integer, got {workers}")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "auto":
+        executor = "ray" if ray is not None else "local"
+    if executor == "ray" and ray is None:
+        raise ConfigError("--executor ray needs Ray, which is not installed here (pip install 'ray[default]')")
+    if bank_size < 1:
+        raise ConfigError(f"--bank-size must be a positive integer, got {bank_size}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be a positive integer, got {workers}")
+    if executor == "local":
         if address is not None:
             raise ConfigError(
-                f"--workers counts points on this machine, but the sweep joins the Ray cluster at {address} "
-                "(--address or RAY_ADDRESS): give --cpus-per-run and --gpus-per-run instead"
+                f"the sweep trains in its own process (--executor local, or no Ray here), not on {address}"
             )
+        if workers not in (None, 1):
+            raise ConfigError(
+                f"--workers {workers}: the sweep trains one bank at a time in its own process (--executor local, "
+                "or no Ray here); put the points side by side with --bank-size instead"
+            )
+    elif workers is not None and address is not None:
+        raise ConfigError(
+            f"--workers counts points on this machine, but the sweep joins the Ray cluster at {address} "
+            "(--address or RAY_ADDRESS): give --cpus-per-run and --gpus-per-run instead"
+        )
     cores = os.cpu_count() or 1
     cpus = cpus_per_run
     if cpus is None:
-        cpus = max(1, cores // workers) if workers else 1
+        cpus = cores if executor == "local" else max(1, cores // workers) if workers else 1
     for flag, value in (("--cpus-per-run", cpus), ("--gpus-per-run", gpus_per_run)):
         if not math.isfinite(value) or value < 0 or (value == 0 and flag == "--cpus-per-run"):
             kind = "positive" if flag == "--cpus-per-run" else "non-negative"
             raise ConfigError(f"{flag} must be a {kind} number, got {value:g}")
+    if cpus > cores * MAX_CPUS_PER_CORE:
+        raise ConfigError(f"--cpus-per-run {cpus:g} is more than any machine has (this one has {cores} cores)")
     if max_retries < 0:
         raise ConfigError(f"--max-retries must be a non-negative integer, got {max_retries}")
-    if device == "cuda" and not gpus_per_run:
-        raise ConfigError("--device cuda needs --gpus-per-run (each point's share of a GPU, e.g. 0.25)")
-    resources = Resources(address, float(cpus), float(gpus_per_run), workers, max_retries)
-    try:
-        ray.remote(**resources.task_options())(train_point)
-    except ValueError as error:  # what Ray refuses (a fraction finer than it counts)
-        raise ConfigError(f"--cpus-per-run {cpus:g} / --gpus-per-run {gpus_per_run:g}: {error}") from None
+    if device == "cuda" and not gpus_per_run and executor == "ray":
+        raise ConfigError("--device cuda needs --gpus-per-run (each unit's share of a GPU, e.g. 0.25)")
+    resources = Resources(
+        address, float(cpus), float(gpus_per_run), workers, max_retries, bank_size, executor, bank_strategy
+    )
+    if executor == "ray":
+        try:
+            ray.remote(**resources.task_options())(train_unit)
+        except ValueError as error:  # what Ray refuses (a fraction finer than it counts)
+            raise ConfigError(f"--cpus-per-run {cpus:g} / --gpus-per-run {gpus_per_run:g}: {error}") from None
     return resources
 
 
@@ -128,6 +185,7 @@ def ray_for(resources: Resources) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    watchdog = None
     try:
         if resources.address is None:
             ray.init(
@@ -138,6 +196,7 @@ def ray_for(resources: Resources) -> Iterator[None]:
                 log_to_driver=True,
                 logging_level=logging.WARNING,
             )
+            watchdog = ray_watchdog.start()  # a kill -9 of this process takes its Ray with it
         else:
             ray.init(address=resources.address, log_to_driver=True, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -147,6 +206,7 @@ def ray_for(resources: Resources) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+        ray_watchdog.stop(watchdog)
 
 
 def check_reachable(address: str) -> None:
@@ -177,62 +237,67 @@ def check_capacity(resources: Resources) -> None:
     )
 
 
-def run_on_ray(tasks: Sequence[Task], resources: Resources, finish: Callable[[Outcome], None], bar: Progress) -> None:
-    """Hand the tasks to Ray, no more at once than the cluster can train (and ``resources.workers``).
+def run_on_ray(
+    units: Sequence[Sequence[Task]], resources: Resources, finish: Callable[[Outcome], None], bar: Progress
+) -> None:
+    """Hand the units to Ray, no more at once than the cluster can train (and ``resources.workers``).
 
-    ``finish`` gets each outcome as its point ends. On any exception here
-    (KeyboardInterrupt included) the points handed out are stopped, then it is re-raised.
+    ``finish`` gets each point's outcome as its unit ends. On any exception here
+    (KeyboardInterrupt included) the units handed out are stopped, then it is re-raised.
     """
-    point = ray.remote(**resources.task_options())(train_point)
+    remote_unit = ray.remote(**resources.task_options())(train_unit)
     cwd = os.getcwd()
-    pending = list(tasks)
-    running: dict[ray.ObjectRef, Task] = {}
+    pending = [list(unit) for unit in units]
+    running: dict[ray.ObjectRef, list[Task]] = {}
     try:
         while pending or running:
-            limit = max(1, min(capacity(resources), resources.workers or len(tasks))) if pending else 0
+            limit = max(1, min(capacity(resources), resources.workers or len(units))) if pending else 0
             while pending and len(running) < limit:
-                task = pending.pop(0)
-                running[point.remote(task, resources.threads, cwd)] = task
-                bar.started(task)
+                unit = pending.pop(0)
+                running[remote_unit.remote(unit, resources.threads, cwd, resources.bank_strategy)] = unit
+                for task in unit:
+                    bar.started(task)
             ready, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_INTERVAL_S)
             for ref in ready:
-                finish(outcome_of(ref, running.pop(ref), resources))
+                for outcome in outcomes_of(ref, running.pop(ref), resources):
+                    finish(outcome)
             bar.refresh()
     except BaseException:
         stop(list(running))
         raise
 
 
-def train_point(task: Task, threads: int, cwd: str) -> Outcome:
-    """A Ray task: train one point on the node Ray chose, with ``threads`` torch threads.
+def train_unit(unit: Sequence[Task], threads: int, cwd: str, strategy: Strategy | None = None) -> list[Outcome]:
+    """A Ray task: train one unit (a bank) on the node Ray chose, with ``threads`` torch threads.
 
     Relative paths mean what they meant to the sweep: the worker moves to the sweep's
     working folder ``cwd`` where the node has it. A node that does not see the sweep
-    folder fails the point rather than write a run folder of its own.
+    folder fails the unit's points rather than write run folders of its own.
     """
     gpus = ",".join(str(gpu) for gpu in ray.get_gpu_ids())
     if not gpus:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a point given no GPU trains on the CPU (with --device auto)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a unit given no GPU trains on the CPU (with --device auto)
     torch.set_num_threads(threads)
     if os.path.isdir(cwd):
         os.chdir(cwd)
     node = ray.get_runtime_context().get_node_id()[:NODE_ID_CHARS]
-    record = task.run_dir.parent / SWEEP_FILE
+    record = unit[0].run_dir.parent / SWEEP_FILE
     if not record.is_file():
         reason = f"SweepError: node {node} does not see {record}; --out must be on a file system every node shares"
-        return Outcome(task.name, "failed", reason, node, gpus)
-    return dataclasses.replace(run_point(task), node=node, gpus=gpus)
+        return [Outcome(task.name, "failed", reason, node, gpus) for task in unit]
+    return [dataclasses.replace(outcome, node=node, gpus=gpus) for outcome in run_unit(unit, strategy)]
 
 
-def outcome_of(ref: ray.ObjectRef, task: Task, resources: Resources) -> Outcome:
-    """The outcome of a finished Ray task, or a failure saying why it has none."""
+def outcomes_of(ref: ray.ObjectRef, unit: Sequence[Task], resources: Resources) -> list[Outcome]:
+    """The outcomes of a finished Ray task, or a failure for each point saying why it has none."""
     try:
         return ray.get(ref)
-    except ray.exceptions.RayTaskError as error:  # something train_point does not catch escaped it
-        return Outcome(task.name, "failed", one_line(error.cause or error))
+    except ray.exceptions.RayTaskError as error:  # something train_unit does not catch escaped it
+        reason = one_line(error.cause or error)
     except ray.exceptions.RayError as error:  # its worker (or node) died, more often than it may be retried
         retries = f"{resources.max_retries} retries spent" if resources.max_retries else "no retries allowed"
-        return Outcome(task.name, "failed", f"worker process died ({retries}): {one_line(error)}")
+        reason = f"worker process died ({retries}): {one_line(error)}"
+    return [Outcome(task.name, "failed", reason) for task in unit]
 
 
 def stop(refs: list[ray.ObjectRef]) -> None:

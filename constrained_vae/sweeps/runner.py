@@ -1,4 +1,4 @@
-"""A planned sweep run: one writer, its records, its points on Ray.
+"""A planned sweep run: one writer, its records, its points in banks on Ray or in this process.
 
 **One writer.** The sweep holds ``SWEEP/.lock`` from planning to the report (the caller takes
 it: :func:`constrained_vae.run.locks.hold`), and each point's training holds its run folder's:
@@ -15,13 +15,14 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
-from constrained_vae.errors import SweepError
-from constrained_vae.files import TEMPORARY_SUFFIX, atomic_write_json
+from constrained_vae.errors import SweepError, UnrecordedSweep
+from constrained_vae.files import TEMPORARY_SUFFIX, atomic_write_json, is_disk_full
+from constrained_vae.sweeps.local_executor import run_in_process
 from constrained_vae.sweeps.plan import SWEEP_FILE, SweepPlan
 from constrained_vae.sweeps.progress import Progress
 from constrained_vae.sweeps.ray_executor import Resources, check_capacity, ray_for, run_on_ray
-from constrained_vae.sweeps.report import note_failure, read_failures, write_failures
-from constrained_vae.sweeps.tasks import Outcome
+from constrained_vae.sweeps.report import FAILURES_FILE, note_failure, read_failures, write_failures
+from constrained_vae.sweeps.tasks import Outcome, group_banks
 
 
 def check_writable(sweep_dir: Path) -> None:
@@ -35,30 +36,49 @@ def check_writable(sweep_dir: Path) -> None:
 
 
 def run_sweep(plan: SweepPlan, resources: Resources, *, progress: bool = True) -> list[Outcome]:
-    """Write ``sweep.json``, then train the plan's points on Ray; the outcomes in point order.
+    """Write ``sweep.json``, then train the plan's points, in banks of at most ``resources.bank_size``,
+    on Ray or in this process (``resources.executor``); the outcomes in point order.
 
     Failures are recorded in ``SWEEP/failures.json`` as they happen and cleared for
     points that finish. KeyboardInterrupt stops the running points and is re-raised.
     """
     sweep_dir = plan.sweep_dir
-    with ray_for(resources) if plan.tasks else nullcontext():
-        if plan.tasks:
+    on_ray = resources.executor == "ray" and bool(plan.tasks)
+    with ray_for(resources) if on_ray else nullcontext():
+        if on_ray:
             check_capacity(resources)  # before anything is written
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if plan.write_record:
             atomic_write_json(sweep_dir / SWEEP_FILE, plan.record)
         failures = read_failures(sweep_dir)
         outcomes: dict[str, Outcome] = {}
+        unwritten: list[OSError] = []  # failures.json writes that found no space
         with Progress(len(plan.names), enabled=progress) as bar:
 
             def finish(outcome: Outcome) -> None:
                 outcomes[outcome.name] = outcome
                 if note_failure(failures, outcome):
-                    write_failures(sweep_dir, failures)
+                    try:
+                        write_failures(sweep_dir, failures)
+                    except OSError as error:
+                        if not is_disk_full(error):
+                            raise
+                        unwritten.append(error)
                 bar.ended(outcome)
 
             for name in plan.skipped:
                 finish(Outcome(name, "skipped"))
-            if plan.tasks:
-                run_on_ray(plan.tasks, resources, finish, bar)
-    return [outcomes[name] for name in plan.names]
+            units = group_banks(plan.tasks, resources.bank_size)
+            if on_ray:
+                run_on_ray(units, resources, finish, bar)
+            elif units:
+                run_in_process(units, resources.threads, finish, bar, resources.bank_strategy)
+    ended = [outcomes[name] for name in plan.names]
+    if unwritten:
+        error = unwritten[-1]
+        raise UnrecordedSweep(
+            f"no space left on the device of {sweep_dir} ({error.strerror}): {FAILURES_FILE} is not up to date; "
+            "free space and re-run the command (finished points are kept)",
+            ended,
+        )
+    return ended

@@ -44,7 +44,7 @@ from constrained_vae.evaluation.scoring import (
 )
 from constrained_vae.files import atomic_write_json
 from constrained_vae.run import folder, locks
-from constrained_vae.sweeps.grid import Point
+from constrained_vae.sweeps.grid import EPSILON_POINT_FIELDS, Point
 from constrained_vae.sweeps.records import read_json_record
 
 STUDY_FILE = "study.json"
@@ -55,6 +55,8 @@ DEFAULT_EXTRA_EPSILONS = (5.0, 10.0, 20.0, 40.0)
 DEFAULT_SEEDS = (0, 1, 2)
 EXIT_REFUSED = 2  # a sweep's exit status for input it refused, having written nothing
 GRID_FLAGS = ("--epsilon", "--beta", "--seed", "--seeds", "--out")  # the study sets these for the sweep
+# The flags only ε points take (each with one value): the fixed-β phase leaves them out, as its sweep refuses them.
+EPSILON_POINT_FLAGS = tuple("--" + name.replace("_", "-") for name in EPSILON_POINT_FIELDS)
 
 
 class SweepCommands(Protocol):
@@ -143,12 +145,29 @@ def check_sweep_args(sweep_args: Sequence[str]) -> None:
         raise SweepError(f"{', '.join(clashes)}: the study sets these; use --betas, --extra-epsilons, --seeds, --out")
 
 
+def fixed_beta_args(sweep_args: Sequence[str]) -> list[str]:
+    """``sweep_args`` without the flags only ε points take (:data:`EPSILON_POINT_FLAGS`), in either
+    form, ``--flag VALUE`` or ``--flag=VALUE``."""
+    kept: list[str] = []
+    skip_value = False
+    for arg in sweep_args:
+        if skip_value:
+            skip_value = False
+        elif arg in EPSILON_POINT_FLAGS:
+            skip_value = True
+        elif arg.split("=")[0] not in EPSILON_POINT_FLAGS:
+            kept.append(arg)
+    return kept
+
+
 def sweep_command(sweep_dir: Path, plan: StudyPlan, epsilons: Sequence[float], sweep_args: Sequence[str]) -> list[str]:
-    """The ``experiments/sweep.py`` arguments of one phase: every β, the given ε, the seeds."""
+    """The ``experiments/sweep.py`` arguments of one phase: every β, the given ε, the seeds. Without ε
+    (the fixed-β phase) the flags only ε points take are left out (:func:`fixed_beta_args`): the phase
+    with ε extends that sweep by them."""
     grid = ["--beta", *(f"{b:g}" for b in plan.betas), "--seeds", *(str(s) for s in plan.seeds)]
     if epsilons:
         grid += ["--epsilon", *(f"{e:g}" for e in epsilons)]
-    return [*grid, "--out", str(sweep_dir), *sweep_args]
+    return [*grid, "--out", str(sweep_dir), *(sweep_args if epsilons else fixed_beta_args(sweep_args))]
 
 
 def is_evaluated(run_dir: Path, protocols: dict[str, dict[str, Any]], seed: int) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from constrained_vae.core.checks import check_non_negative, check_positive_int
-from constrained_vae.core.objectives.base import DefaultContext, ObjectiveSettings, setting
+from constrained_vae.core.checks import check_positive_int
+from constrained_vae.core.objectives.base import DefaultContext, ObjectiveSettings, positive_budget, setting
 from constrained_vae.errors import ConfigError
 
 
@@ -15,7 +15,7 @@ class AnnealedSettings(ObjectiveSettings):
     """ε: the KL target in nats per sample; ``anneal_steps``: the steps its schedule takes to reach it
     (default: half of the run's steps)."""
 
-    epsilon: float | None = setting(check_non_negative)
+    epsilon: float | None = setting(positive_budget("a KL target of 0 nats per sample collapses every latent"))
     anneal_steps: int | None = setting(check_positive_int)
 
     budget = "epsilon"

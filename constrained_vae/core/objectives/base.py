@@ -17,6 +17,7 @@ an objective reports is the weight on KL per unit of NLL in that step's gradient
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from constrained_vae.core import losses
+from constrained_vae.core.checks import check_positive
 from constrained_vae.core.models import VAE
 from constrained_vae.core.optimizers import primal_optimizer
 from constrained_vae.errors import ConfigError
@@ -121,6 +123,18 @@ def setting(check: Any = None) -> Any:
     return dataclasses.field(default=None, metadata={"check": check})
 
 
+def positive_budget(reason: str) -> Callable[[str, Any], None]:
+    """A check that a budget is a finite number above 0; ``reason`` says why 0 and below are refused."""
+
+    def check(name: str, value: Any) -> None:
+        try:
+            check_positive(name, value)
+        except ConfigError as error:
+            raise ConfigError(f"{error} ({reason})") from None
+
+    return check
+
+
 @dataclass
 class StepTerms:
     """One optimisation step's figures, in nats per sample, as 0-d tensors on the model's device.
@@ -136,9 +150,15 @@ class StepTerms:
     budget: torch.Tensor | None = None  # the KL budget in force this step (ε, or C(t)); None without one
 
 
-def vae_terms(model: VAE, likelihood: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch-mean NLL (one posterior sample) and analytic KL, each a scalar in nats."""
-    out = model(x)
+def vae_terms(
+    model: VAE, likelihood: nn.Module, x: torch.Tensor, noise: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-mean NLL (one posterior sample, z = μ + σ·``noise``) and analytic KL, each a scalar in nats.
+
+    ``noise`` is the posterior sample's standard normal draw, ``[n, latent_dim]`` (drawn from torch's
+    default generator when None).
+    """
+    out = model(x, noise)
     nll = likelihood.nll_per_sample(out.decoded, x).mean()
     kl = losses.gaussian_kl(out.mu, out.log_var)
     return nll, kl
@@ -159,6 +179,17 @@ class VAEProblem(cooper.ConstrainedMinimizationProblem):
         self.device, self.dtype = reference.device, reference.dtype
         self.state: dict[str, torch.Tensor] = {}
 
+    def compute_cmp_state(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> cooper.CMPState:
+        """The problem's state on the batch ``x`` (see :func:`vae_terms` for ``noise``)."""
+        return self.terms_state(*vae_terms(self.model, self.likelihood, x, noise))
+
+    def terms_state(self, nll: torch.Tensor, kl: torch.Tensor) -> cooper.CMPState:
+        """The problem's state for a batch's NLL and KL (0-d tensors, nats per sample, with their graph).
+
+        Called once per step: objectives with a schedule or a controller advance it here.
+        """
+        raise NotImplementedError
+
     def scalar(self, value: float) -> torch.Tensor:
         """A 0-d tensor on the model's device, made once (a tensor from a float per step would sync CUDA)."""
         return torch.tensor(float(value), device=self.device, dtype=self.dtype)
@@ -176,10 +207,29 @@ class VAEProblem(cooper.ConstrainedMinimizationProblem):
             self.state[key].copy_(value)
 
 
+@dataclass
+class Lagrangians:
+    """One step's Lagrangians, before their backward: the primal one (for the model's gradient)
+    and the dual one (for the multiplier's; None without a multiplier)."""
+
+    state: cooper.CMPState
+    primal: cooper.LagrangianStore
+    dual: cooper.LagrangianStore | None
+
+    def backward(self) -> None:
+        self.primal.backward()
+        if self.dual is not None:
+            self.dual.backward()
+
+
 class Optimization:
     """A cooper problem with its optimizer; :meth:`step` does one update on a batch.
 
-    ``settings`` are the objective's settings that built it (:attr:`ObjectiveSettings.name` names it).
+    A step is :meth:`zero_grad`, the batch's terms, :meth:`lagrangians`, their backward and
+    :meth:`update`, in the order of cooper's ``SimultaneousOptimizer.roll``; a bank of runs
+    (:mod:`constrained_vae.run.bank`) calls these parts itself, with one backward for all its
+    members. ``settings`` are the objective's settings that built it (:attr:`ObjectiveSettings.name`
+    names it).
     """
 
     def __init__(
@@ -188,31 +238,60 @@ class Optimization:
         self.settings = settings
         self.problem = problem
         self.optimizer = optimizer
+        self.constrained = isinstance(optimizer, cooper.optim.ConstrainedOptimizer)
 
     @property
     def multiplier(self) -> float:
         """The effective β after the last step (λ in constrained mode, β in fixed-β mode); reads the device."""
         return float(self.problem.report()[0])
 
-    def step(self, x: torch.Tensor) -> StepTerms:
-        """One update on the batch ``x``; the terms stay on the device (no host synchronisation)."""
-        rollout = self.optimizer.roll(compute_cmp_state_kwargs={"x": x})
-        misc = rollout.cmp_state.misc
+    def zero_grad(self) -> None:
+        """Clear the gradients of the model, the likelihood and the multiplier."""
+        self.optimizer.zero_grad()
+
+    def lagrangians(self, nll: torch.Tensor, kl: torch.Tensor) -> Lagrangians:
+        """The Lagrangians of a batch's NLL and KL (0-d tensors, nats per sample, with their graph)."""
+        state = self.problem.terms_state(nll, kl)
+        primal = state.compute_primal_lagrangian()
+        return Lagrangians(state, primal, state.compute_dual_lagrangian() if self.constrained else None)
+
+    def update(self) -> None:
+        """The primal step, then the multiplier's (projected to its range), on the gradients in place."""
+        self.optimizer.primal_step()
+        if self.constrained:
+            self.optimizer.dual_step()
+
+    def terms(self, lagrangians: Lagrangians) -> StepTerms:
+        """The step's terms, after :meth:`update` (the multiplier is the one the step left)."""
+        misc = lagrangians.state.misc
         multiplier, budget = self.problem.report()
         return StepTerms(
             nll=misc["nll"],
             kl=misc["kl"],
-            loss=rollout.primal_lagrangian_store.lagrangian.detach(),
+            loss=lagrangians.primal.lagrangian.detach(),
             multiplier=multiplier,
             budget=budget,
         )
+
+    def step(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> StepTerms:
+        """One update on the batch ``x`` (posterior noise as in :func:`vae_terms`); the terms stay on
+        the device (no host synchronisation)."""
+        self.zero_grad()
+        lagrangians = self.lagrangians(*vae_terms(self.problem.model, self.problem.likelihood, x, noise))
+        lagrangians.backward()
+        self.update()
+        return self.terms(lagrangians)
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "problem": self.problem.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        coefficients = list(self.problem.penalty_coefficients())
+        places = [(coefficient.value.device, coefficient.value.dtype) for coefficient in coefficients]
         self.problem.load_state_dict(state["problem"])
+        for coefficient, (device, dtype) in zip(coefficients, places, strict=True):
+            coefficient.value = coefficient.value.to(device, dtype)  # cooper keeps the loaded tensor where it was read
 
 
 def unconstrained(settings: ObjectiveSettings, problem: VAEProblem, primal: torch.optim.Optimizer) -> Optimization:

@@ -21,7 +21,6 @@ from constrained_vae.core.objectives.base import (
     ObjectiveSettings,
     Optimization,
     VAEProblem,
-    vae_terms,
 )
 
 
@@ -88,8 +87,7 @@ class BudgetProblem(VAEProblem):
         """The current λ of the constraint (reads the device)."""
         return float(dual.multiplier_value(self.constraint))
 
-    def compute_cmp_state(self, x: torch.Tensor) -> cooper.CMPState:
-        nll, kl = vae_terms(self.model, self.likelihood, x)
+    def terms_state(self, nll: torch.Tensor, kl: torch.Tensor) -> cooper.CMPState:
         objective, constrained = self.split(nll, kl)
         violation = constrained - self.budget
         strict = self.average.update(violation) if self.average is not None else None

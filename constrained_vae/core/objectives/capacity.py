@@ -23,7 +23,6 @@ from constrained_vae.core.objectives.base import (
     VAEProblem,
     setting,
     unconstrained,
-    vae_terms,
 )
 from constrained_vae.core.schedules import LinearRamp
 
@@ -67,8 +66,7 @@ class CapacityProblem(VAEProblem):
         """C(t) in nats for t steps done."""
         return self.schedule(step, self.dtype)
 
-    def compute_cmp_state(self, x: torch.Tensor) -> cooper.CMPState:
-        nll, kl = vae_terms(self.model, self.likelihood, x)
+    def terms_state(self, nll: torch.Tensor, kl: torch.Tensor) -> cooper.CMPState:
         target = self.target(self.state["step"])
         self.state["target"].copy_(target)
         self.state["weight"].copy_(self.gamma * torch.sign(kl.detach() - target))

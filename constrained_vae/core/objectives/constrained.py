@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from constrained_vae.core import dual
-from constrained_vae.core.checks import check_positive
 from constrained_vae.core.models import VAE
-from constrained_vae.core.objectives.base import setting
+from constrained_vae.core.objectives.base import positive_budget, setting
 from constrained_vae.core.objectives.budget import BudgetProblem, BudgetSettings
 
 
@@ -22,7 +21,7 @@ from constrained_vae.core.objectives.budget import BudgetProblem, BudgetSettings
 class ConstrainedSettings(BudgetSettings):
     """ε: the KL budget in nats per sample; the multiplier's rule and numbers (``MultiplierSettings``)."""
 
-    epsilon: float | None = setting(check_positive)
+    epsilon: float | None = setting(positive_budget("a KL budget of 0 nats per sample cannot be met: λ → ∞"))
 
     name = "constrained"
     budget = "epsilon"
@@ -54,8 +53,8 @@ class KLConstrainedProblem(BudgetProblem):
         epsilon: float,
         multiplier_init: float = dual.DEFAULT_MULTIPLIER_INIT,
         *,
-        update: dual.DualUpdate | str = "gradient",
-        dual_lr: float = 1e-2,
+        update: dual.DualUpdate | str = dual.DEFAULT_UPDATE,
+        dual_lr: float = dual.DEFAULT_LOG_LR,
         ema_decay: float = dual.DEFAULT_EMA,
     ) -> None:
         update = dual.DualUpdate.parse(update) if isinstance(update, str) else update

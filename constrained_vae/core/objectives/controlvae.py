@@ -17,7 +17,7 @@ from torch import nn
 
 from constrained_vae.core.models import VAE
 from constrained_vae.core.objectives.annealed import AnnealedSettings
-from constrained_vae.core.objectives.base import Optimization, VAEProblem, unconstrained, vae_terms
+from constrained_vae.core.objectives.base import Optimization, VAEProblem, unconstrained
 from constrained_vae.core.schedules import StaircaseRamp
 
 CONTROLVAE_KP = 0.01  # Shao et al. 2020, disentangling
@@ -80,8 +80,7 @@ class ControlVAEProblem(VAEProblem):
         s["step"].add_(1)
         return s["beta"].clone()
 
-    def compute_cmp_state(self, x: torch.Tensor) -> cooper.CMPState:
-        nll, kl = vae_terms(self.model, self.likelihood, x)
+    def terms_state(self, nll: torch.Tensor, kl: torch.Tensor) -> cooper.CMPState:
         beta = self.controller(kl.detach())
         return cooper.CMPState(loss=nll + beta * kl, misc={"nll": nll.detach(), "kl": kl.detach()})
 

@@ -12,15 +12,14 @@ import cooper
 import torch
 from torch import nn
 
-from constrained_vae.core.checks import check_positive
 from constrained_vae.core.models import VAE
 from constrained_vae.core.objectives.base import (
     ObjectiveSettings,
     Optimization,
     VAEProblem,
+    positive_budget,
     setting,
     unconstrained,
-    vae_terms,
 )
 
 
@@ -28,7 +27,7 @@ from constrained_vae.core.objectives.base import (
 class FixedBetaSettings(ObjectiveSettings):
     """β: the weight on KL, in nats of NLL per nat of KL."""
 
-    beta: float | None = setting(check_positive)
+    beta: float | None = setting(positive_budget("β = 0 drops the KL term, and a negative β rewards KL"))
 
     name = "fixed-beta"
     budget = "beta"
@@ -47,8 +46,7 @@ class FixedBetaProblem(VAEProblem):
         self.beta = float(beta)
         self.beta_tensor = self.scalar(self.beta)
 
-    def compute_cmp_state(self, x: torch.Tensor) -> cooper.CMPState:
-        nll, kl = vae_terms(self.model, self.likelihood, x)
+    def terms_state(self, nll: torch.Tensor, kl: torch.Tensor) -> cooper.CMPState:
         return cooper.CMPState(loss=nll + self.beta * kl, misc={"nll": nll.detach(), "kl": kl.detach()})
 
     def report(self) -> tuple[torch.Tensor, None]:
