@@ -95,35 +95,32 @@ def test_a_run_killed_20_times_ends_as_the_uninterrupted_run(tmp_path, start):
     [pytest.param(count, marks=getattr(pytest.mark, mark), id=f"{count}-kills") for mark, count in SWEEP_KILLS.items()],
 )
 def test_a_sweep_killed_at_random_moments_ends_as_the_uninterrupted_sweep(tmp_path, start, sweep_reference, kills):
-    rng, sweep = random.Random(7), tmp_path / "sweep"
-
-    def progress() -> int:
-        return sum(last_step(sweep / name) for name in POINTS)
-
-    for _ in range(kills):
-        kill_at_a_random_moment(start("sweep.py", *SWEEP, "--out", "sweep"), rng, progress, 6 * 1500, kills)
-    finished = start("sweep.py", *SWEEP, "--out", "sweep")
-    out, err = finished.communicate()
-    assert finished.returncode == 0, out + err
+    sweep = killed_and_finished(start, tmp_path, SWEEP, random.Random(7), kills)
     for name in POINTS:
         assert_same_run(sweep / name, sweep_reference / name)
     assert not (sweep / "failures.json").exists()
     assert temporaries(tmp_path) == []
 
 
-@pytest.mark.slow
-def test_a_bank_killed_at_random_moments_ends_as_the_uninterrupted_solo_points(tmp_path, start, sweep_reference):
-    """The six points trained as one bank in the sweep's process, killed 10 times: each ends as its solo point."""
-    rng, sweep = random.Random(3), tmp_path / "sweep"
+def killed_and_finished(start, tmp_path: Path, args: list[str], rng: random.Random, kills: int) -> Path:
+    """``sweep.py ARGS --out sweep`` killed ``kills`` times at random moments, then run to its end; the folder."""
+    sweep = tmp_path / "sweep"
 
     def progress() -> int:
         return sum(last_step(sweep / name) for name in POINTS)
 
-    for _ in range(BANK_KILLS):
-        kill_at_a_random_moment(start("sweep.py", *BANK_SWEEP, "--out", "sweep"), rng, progress, 6 * 1500, BANK_KILLS)
-    finished = start("sweep.py", *BANK_SWEEP, "--out", "sweep")
+    for _ in range(kills):
+        kill_at_a_random_moment(start("sweep.py", *args, "--out", "sweep"), rng, progress, 6 * 1500, kills)
+    finished = start("sweep.py", *args, "--out", "sweep")
     out, err = finished.communicate()
     assert finished.returncode == 0, out + err
+    return sweep
+
+
+@pytest.mark.slow
+def test_a_bank_killed_at_random_moments_ends_as_the_uninterrupted_solo_points(tmp_path, start, sweep_reference):
+    """The six points trained as one bank in the sweep's process, killed 10 times: each ends as its solo point."""
+    sweep = killed_and_finished(start, tmp_path, BANK_SWEEP, random.Random(3), BANK_KILLS)
     for name in POINTS:
         assert_same_run(sweep / name, sweep_reference / name)
     assert temporaries(tmp_path) == []

@@ -8,11 +8,10 @@ in each; a met budget is inactive when its tail term is at most half of it with 
 import dataclasses
 import json
 import math
-import runpy
-import subprocess
 from pathlib import Path
 
 import pytest
+from analysis_testing import script
 
 from constrained_vae.analysis.epsilon_beta import estimate_beta
 from constrained_vae.analysis.sweep_table import load_sweep
@@ -146,14 +145,6 @@ def sweep_dir(tmp_path_factory) -> Path:
         config = dataclasses.replace(LG, beta=beta)
         write_run(sweep / f"beta{beta:g}-seed0", config, rate(beta, SPECTRUM), distortion(beta, SPECTRUM), [beta] * 60)
     return sweep
-
-
-def script(capsys, name: str, *args) -> subprocess.CompletedProcess:
-    capsys.readouterr()
-    argv = list(map(str, args))
-    status = runpy.run_path(str(ROOT / "analysis" / name))["main"](argv)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess([name, *argv], status, out, err)
 
 
 def test_epsilon_to_beta_says_lambda_still_moving(sweep_dir, capsys):

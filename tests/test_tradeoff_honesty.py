@@ -8,7 +8,6 @@ at half of β*(ε), still rising.
 import dataclasses
 import math
 import runpy
-import subprocess
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from analysis_testing import script
 
 from constrained_vae.analysis.epsilon_beta import estimate_beta, tradeoff_table
 from constrained_vae.analysis.sweep_table import Sweep, load_sweep
@@ -65,15 +65,6 @@ def sweep_dir(tmp_path_factory) -> Path:
         config = dataclasses.replace(BASE, beta=beta)
         write_run(sweep / f"beta{beta:g}-seed0", config, rate(beta, SPECTRUM), distortion(beta, SPECTRUM), beta)
     return sweep
-
-
-def script(capsys, name: str, *args) -> subprocess.CompletedProcess:
-    """Run ``analysis/name``'s ``main`` in this process (no interpreter start-up to wait for)."""
-    capsys.readouterr()
-    argv = list(map(str, args))
-    status = runpy.run_path(str(ROOT / "analysis" / name))["main"](argv)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess([name, *argv], status, out, err)
 
 
 def test_unmet_constraints_are_marked_in_the_table_the_csv_and_a_warning(sweep_dir, capsys):

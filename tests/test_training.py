@@ -86,20 +86,16 @@ def test_same_seed_and_config_give_the_same_numbers(tmp_path):
     [
         tiny(),
         tiny(epsilon=None, beta=2.0),
-        tiny(
+        RunConfig(
             dataset="digits",
-            spectrum=[16.0, 8.0, 4.0, 2.0, 1.0],
-            num_samples=20000,
             epsilon=5.0,
             steps=20,
             batch_size=16,
             log_every=4,
             checkpoint_every=7,
         ),
-        tiny(
+        RunConfig(
             dataset="dsprites",
-            spectrum=[16.0, 8.0, 4.0, 2.0, 1.0],
-            num_samples=20000,
             epsilon=5.0,
             steps=6,
             batch_size=4,

@@ -153,7 +153,7 @@ def _constraint_status(
     if not satisfied:
         return "NOT met", None
     if objective.learns_multiplier:
-        inverse = objective.multiplier_note == "(1/λ)"
+        inverse = objective.reports_inverse_multiplier
         lam = (1 / multiplier if multiplier > 0 else math.inf) if inverse else multiplier
         bounded, budget = tail[objective.bounded_term], objective.budget_value
         if bounded <= INACTIVE_FRACTION * budget and lam <= MULTIPLIER_FLOOR:

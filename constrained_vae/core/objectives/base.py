@@ -65,6 +65,7 @@ class ObjectiveSettings:
     learns_multiplier: ClassVar[bool] = False  # a dual variable (λ) moved by an update rule
     multiplier_symbol: ClassVar[str] = "β"  # how its reported multiplier is written
     multiplier_note: ClassVar[str] = ""  # what the reported multiplier is, when not plain, e.g. "(1/λ)"
+    reports_inverse_multiplier: ClassVar[bool] = False  # the reported multiplier is 1/λ (GECO's β), not λ
     constant_multiplier: ClassVar[bool] = False  # the multiplier never moves (fixed β)
     reports_effective_beta: ClassVar[bool] = True  # False when the multiplier is no effective β (capacity's ±γ)
 

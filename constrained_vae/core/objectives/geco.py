@@ -29,6 +29,7 @@ class GECOSettings(BudgetSettings):
     budget_symbol = "κ"
     bounded_term = "nll"
     multiplier_note = "(1/λ)"
+    reports_inverse_multiplier = True
     default_update = "log" + dual.EMA_SUFFIX
     positive_multiplier = True
 
