@@ -2,6 +2,7 @@
 
 KL and NLL are in nats per sample throughout (see the README, "Units"). The public API:
 
+- :class:`KLBudget` — a KL budget ε with its learned multiplier λ for any model and training loop;
 - :class:`RunConfig` — every setting of a run; :func:`train` — train one into a run folder (and
   resume it); :func:`load_run` — a trained run restored for evaluation;
 - :func:`objective_settings` and the objectives' settings classes — an objective for your own
@@ -24,6 +25,7 @@ from constrained_vae.version import __version__
 # The public names and the modules that define them, imported when first used: importing one room
 # of the package (say the mathematics) does not import the others' dependencies.
 _EXPORTS = {
+    "KLBudget": "constrained_vae.core.kl_budget",
     "OBJECTIVES": "constrained_vae.core.objectives",
     "CapacitySettings": "constrained_vae.core.objectives",
     "ConstrainedSettings": "constrained_vae.core.objectives",
@@ -40,6 +42,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from constrained_vae.core.kl_budget import KLBudget
     from constrained_vae.core.objectives import (
         OBJECTIVES,
         CapacitySettings,
@@ -69,6 +72,7 @@ __all__ = [
     "ControlVAESettings",
     "FixedBetaSettings",
     "GECOSettings",
+    "KLBudget",
     "RunConfig",
     "__version__",
     "evaluate_paths",

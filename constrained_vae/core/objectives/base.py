@@ -166,22 +166,49 @@ def vae_terms(
 
 
 class VAEProblem(cooper.ConstrainedMinimizationProblem):
-    """A problem on a VAE: its terms, its reported multiplier and budget, its extra state.
+    """A problem on a VAE's terms: its loss, its reported multiplier and budget, its extra state.
 
-    ``state`` holds the tensors (counters, controller memory) that a checkpoint must
-    carry beyond cooper's multipliers.
+    The problem sees a batch only through its NLL and KL (:meth:`terms_state`), so ``model`` may be
+    None: then the problem serves any model whose terms it is handed (:class:`~constrained_vae.core.budget.KLBudget`),
+    and ``device`` and ``dtype`` say where its tensors live (else the model's). ``state`` holds the
+    tensors (counters, controller memory) that a checkpoint must carry beyond cooper's multipliers.
     """
 
-    def __init__(self, model: VAE, likelihood: nn.Module) -> None:
+    def __init__(
+        self,
+        model: VAE | None,
+        likelihood: nn.Module | None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.likelihood = likelihood
-        reference = next(model.parameters())
-        self.device, self.dtype = reference.device, reference.dtype
+        if model is not None:
+            reference = next(model.parameters())
+            device, dtype = reference.device, reference.dtype
+        self.device = torch.device("cpu" if device is None else device)
+        self.dtype = torch.get_default_dtype() if dtype is None else dtype
         self.state: dict[str, torch.Tensor] = {}
 
-    def compute_cmp_state(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> cooper.CMPState:
-        """The problem's state on the batch ``x`` (see :func:`vae_terms` for ``noise``)."""
+    def compute_cmp_state(
+        self,
+        x: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        *,
+        nll: torch.Tensor | None = None,
+        kl: torch.Tensor | None = None,
+    ) -> cooper.CMPState:
+        """The problem's state on the batch ``x`` through its model (see :func:`vae_terms` for ``noise``),
+        or on a batch's own ``nll`` and ``kl`` (0-d tensors, nats per sample, with their graph): the
+        form a cooper ``roll(compute_cmp_state_kwargs={"nll": ..., "kl": ...})`` of a model-free problem takes."""
+        if x is None:
+            if nll is None or kl is None:
+                raise TypeError("compute_cmp_state needs a batch x, or both nll= and kl=")
+            return self.terms_state(nll, kl)
+        if self.model is None or self.likelihood is None:
+            raise TypeError("this problem has no model: hand it a batch's terms, compute_cmp_state(nll=..., kl=...)")
         return self.terms_state(*vae_terms(self.model, self.likelihood, x, noise))
 
     def terms_state(self, nll: torch.Tensor, kl: torch.Tensor) -> cooper.CMPState:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cooper
 import torch
@@ -29,6 +30,7 @@ class BudgetSettings(dual.MultiplierSettings, ObjectiveSettings):
     """The settings of an objective with one learned multiplier: its budget and the multiplier's settings."""
 
     learns_multiplier = True
+    problem_type: ClassVar[type[BudgetProblem]]  # the problem it builds, from (model, likelihood, budget, λ₀, ...)
 
     def check(self) -> None:
         self.check_multiplier(self.name)
@@ -44,8 +46,26 @@ class BudgetSettings(dual.MultiplierSettings, ObjectiveSettings):
         )
         return Optimization(self, problem, optimizer)
 
-    def problem(self, model: VAE, likelihood: nn.Module) -> BudgetProblem:
-        raise NotImplementedError
+    def problem(
+        self,
+        model: VAE | None,
+        likelihood: nn.Module | None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> BudgetProblem:
+        """The objective's problem (complete settings); ``model`` None makes a model-free one on ``device``."""
+        return self.problem_type(
+            model,
+            likelihood,
+            self.budget_value,
+            self.multiplier_init,
+            update=self.update,
+            dual_lr=self.dual_lr,
+            ema_decay=self.dual_ema or dual.DEFAULT_EMA,
+            device=device,
+            dtype=dtype,
+        )
 
 
 class BudgetProblem(VAEProblem):
@@ -59,21 +79,22 @@ class BudgetProblem(VAEProblem):
 
     def __init__(
         self,
-        model: VAE,
-        likelihood: nn.Module,
+        model: VAE | None,
+        likelihood: nn.Module | None,
         budget: float,
         multiplier_init: float,
         update: dual.DualUpdate,
         dual_lr: float,
         ema_decay: float,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(model, likelihood)
+        super().__init__(model, likelihood, device=device, dtype=dtype)
         self.budget = float(budget)
         self.budget_tensor = self.scalar(self.budget)
         self.update = update
-        setattr(
-            self, self.constraint_name, dual.make_constraint(update, multiplier_init, dual_lr, next(model.parameters()))
-        )
+        setattr(self, self.constraint_name, dual.make_constraint(update, multiplier_init, dual_lr, self.budget_tensor))
         self.average = dual.ViolationAverage(ema_decay, self.device, self.dtype) if update.ema else None
         if self.average is not None:
             self.state = {"ema_value": self.average.value, "ema_started": self.average.started}

@@ -17,30 +17,6 @@ from constrained_vae.core.objectives.base import positive_budget, setting
 from constrained_vae.core.objectives.budget import BudgetProblem, BudgetSettings
 
 
-@dataclass(frozen=True)
-class ConstrainedSettings(BudgetSettings):
-    """ε: the KL budget in nats per sample; the multiplier's rule and numbers (``MultiplierSettings``)."""
-
-    epsilon: float | None = setting(positive_budget("a KL budget of 0 nats per sample cannot be met: λ → ∞"))
-
-    name = "constrained"
-    budget = "epsilon"
-    budget_symbol = "ε"
-    bounded_term = "kl"
-    multiplier_symbol = "λ"
-
-    def problem(self, model: VAE, likelihood: nn.Module) -> KLConstrainedProblem:
-        return KLConstrainedProblem(
-            model,
-            likelihood,
-            self.epsilon,
-            self.multiplier_init,
-            update=self.update,
-            dual_lr=self.dual_lr,
-            ema_decay=self.dual_ema or dual.DEFAULT_EMA,
-        )
-
-
 class KLConstrainedProblem(BudgetProblem):
     """min NLL subject to KL ≤ ε (nats per sample), one inequality constraint."""
 
@@ -48,17 +24,21 @@ class KLConstrainedProblem(BudgetProblem):
 
     def __init__(
         self,
-        model: VAE,
-        likelihood: nn.Module,
+        model: VAE | None,
+        likelihood: nn.Module | None,
         epsilon: float,
         multiplier_init: float = dual.DEFAULT_MULTIPLIER_INIT,
         *,
         update: dual.DualUpdate | str = dual.DEFAULT_UPDATE,
         dual_lr: float = dual.DEFAULT_LOG_LR,
         ema_decay: float = dual.DEFAULT_EMA,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         update = dual.DualUpdate.parse(update) if isinstance(update, str) else update
-        super().__init__(model, likelihood, epsilon, multiplier_init, update, dual_lr, ema_decay)
+        super().__init__(
+            model, likelihood, epsilon, multiplier_init, update, dual_lr, ema_decay, device=device, dtype=dtype
+        )
         self.epsilon = self.budget
 
     @property
@@ -71,3 +51,17 @@ class KLConstrainedProblem(BudgetProblem):
 
     def report(self) -> tuple[torch.Tensor, torch.Tensor]:
         return dual.multiplier_value(self.constraint), self.budget_tensor
+
+
+@dataclass(frozen=True)
+class ConstrainedSettings(BudgetSettings):
+    """ε: the KL budget in nats per sample; the multiplier's rule and numbers (``MultiplierSettings``)."""
+
+    epsilon: float | None = setting(positive_budget("a KL budget of 0 nats per sample cannot be met: λ → ∞"))
+
+    name = "constrained"
+    budget = "epsilon"
+    budget_symbol = "ε"
+    bounded_term = "kl"
+    multiplier_symbol = "λ"
+    problem_type = KLConstrainedProblem
