@@ -5,6 +5,8 @@ KL and NLL are in nats per sample throughout (see the README, "Units"). The publ
 - :class:`KLBudget` — a KL budget ε with its learned multiplier λ for any model and training loop;
 - :class:`RunConfig` — every setting of a run; :func:`train` — train one into a run folder (and
   resume it); :func:`load_run` — a trained run restored for evaluation;
+- :func:`save_arrays` — your own data as the file ``--dataset arrays`` trains on; :class:`VAE` — the
+  model protocol a ``--model module:factory`` of your own follows;
 - :func:`objective_settings` and the objectives' settings classes — an objective for your own
   model (``settings.build(model, likelihood).step(batch)``);
 - :func:`evaluate_paths` — disentanglement scores of run folders (``RUN/metrics.json``);
@@ -34,6 +36,9 @@ _EXPORTS = {
     "GECOSettings": "constrained_vae.core.objectives",
     "objective_settings": "constrained_vae.core.objectives",
     "RunConfig": "constrained_vae.run.settings",
+    "save_arrays": "constrained_vae.data.arrays",
+    "VAE": "constrained_vae.core.models",
+    "VAEOutput": "constrained_vae.core.models",
     "train": "constrained_vae.run.loop",
     "load_run": "constrained_vae.run.loop",
     "evaluate_paths": "constrained_vae.evaluation.scoring",
@@ -43,6 +48,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from constrained_vae.core.kl_budget import KLBudget
+    from constrained_vae.core.models import VAE, VAEOutput
     from constrained_vae.core.objectives import (
         OBJECTIVES,
         CapacitySettings,
@@ -52,6 +58,7 @@ if TYPE_CHECKING:
         GECOSettings,
         objective_settings,
     )
+    from constrained_vae.data.arrays import save_arrays
     from constrained_vae.evaluation.scoring import evaluate_paths
     from constrained_vae.plots.run_figures import write_figures
     from constrained_vae.plots.tradeoff import write_tradeoff_analysis
@@ -67,6 +74,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "OBJECTIVES",
+    "VAE",
     "CapacitySettings",
     "ConstrainedSettings",
     "ControlVAESettings",
@@ -74,10 +82,12 @@ __all__ = [
     "GECOSettings",
     "KLBudget",
     "RunConfig",
+    "VAEOutput",
     "__version__",
     "evaluate_paths",
     "load_run",
     "objective_settings",
+    "save_arrays",
     "train",
     "write_figures",
     "write_tradeoff_analysis",

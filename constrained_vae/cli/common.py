@@ -47,7 +47,11 @@ def dataset_default(key: str) -> str:
     by_value: dict[str, list[str]] = {}
     for dataset, defaults in DATASET_DEFAULTS.items():
         value = defaults[key]
-        text = "one per --spectrum value" if value is None and key == "latent_dim" else f"{value:g}"
+        text = (
+            "one per --spectrum value"
+            if value is None and key == "latent_dim"
+            else format(value, "g" if isinstance(value, float) else "")
+        )
         names = by_value.setdefault(text, [])
         name = "dsprites and the other 64×64 image datasets" if defaults is IMAGE_DEFAULTS else dataset
         if name not in names:

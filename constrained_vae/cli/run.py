@@ -18,6 +18,7 @@ from constrained_vae.cli.common import (
     user_error,
 )
 from constrained_vae.core import dual
+from constrained_vae.core.models import MODELS
 from constrained_vae.core.objectives import OBJECTIVES, GECOSettings
 from constrained_vae.core.objectives.capacity import DEFAULT_GAMMA
 from constrained_vae.core.objectives.controlvae import ControlVAESettings
@@ -112,6 +113,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for flag, kind, text in described:
         training.add_argument(flag, type=kind, help=f"{text}; {dataset_default(flag[2:].replace('-', '_'))}")
+    training.add_argument(
+        "--model",
+        metavar="MODEL",
+        help=f"the VAE: {', '.join(MODELS)}, or one of your own named package.module:factory, called as "
+        f'factory(sample_shape, latent_dim) (README, "A model of your own"); {dataset_default("model")}',
+    )
     training.add_argument("--seed", type=int, help="seeds the model's initialisation, batches and samples (default: 0)")
     training.add_argument("--device", choices=DEVICES, help="default: auto (CUDA if available)")
     training.add_argument(

@@ -97,6 +97,12 @@ def _images(request: DatasetRequest) -> Dataset:
     return ImageFolder(request.data_path)
 
 
+def _arrays(request: DatasetRequest) -> Dataset:
+    from constrained_vae.data.arrays import load_arrays
+
+    return load_arrays(request.data_path)
+
+
 def _digits(request: DatasetRequest) -> Dataset:
     from constrained_vae.data.synthetic import load_digits
 
@@ -132,6 +138,12 @@ _SOURCES = (
         for variant in ("toy", "realistic", "real")
     ),
     DataSource("images", _images, "a folder of PNG or JPEG images of one size", path="the folder", factors=False),
+    DataSource(
+        "arrays",
+        _arrays,
+        "your own images or vectors, with ground-truth factors if you have them (constrained_vae.data.save_arrays)",
+        path="an .npz of 'data' [n, ...] and optionally 'factors' [n, k] (save_arrays writes one)",
+    ),
     DataSource("digits", _digits, "scikit-learn's 8×8 digits", factors=False),
     DataSource("linear-gaussian", _linear_gaussian, "x = A z + noise with a closed-form β*(ε)", factors=False),
 )

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from constrained_vae.core.checks import check_choice, check_positive, check_positive_int
-from constrained_vae.core.models import MODELS
 from constrained_vae.core.objectives import (
     OBJECTIVE_FIELDS,
     OBJECTIVES,
@@ -34,9 +33,11 @@ from constrained_vae.core.objectives import (
 )
 from constrained_vae.core.optimizers import OPTIMIZERS
 from constrained_vae.data import DATASETS
+from constrained_vae.data.arrays import ARRAYS, peek_arrays
 from constrained_vae.errors import ConfigError
 from constrained_vae.run.migrations import upgrade_settings
 from constrained_vae.run.presets import PRESET_DATASETS, PRESETS, preset_settings
+from constrained_vae.run.user_models import check_model_name
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -131,9 +132,7 @@ class RunConfig:
         """A copy with the settings not given filled in, validated (see the module docstring)."""
         check_choice("dataset", self.dataset, tuple(DATASETS))
         self._validate_preset()
-        defaults = dict(DATASET_DEFAULTS[self.dataset])
-        if self.dataset == "linear-gaussian":
-            defaults["latent_dim"] = len(self.spectrum)
+        defaults = self.dataset_defaults()
         if self.preset is not None:
             defaults.update(preset_settings(self.preset))
         run = {
@@ -142,12 +141,33 @@ class RunConfig:
         }
         config = RunConfig(**run, **self.objective_values())
         config.validate()
+        if config.model is None:
+            raise ConfigError(
+                f"--dataset {config.dataset} at {config.data_path} has no built-in model for its observations: "
+                "give --model package.module:factory (a model of your own)"
+            )
         context = DefaultContext(steps=config.steps, additive_dual_lr=defaults["additive_dual_lr"])
         objective = config.objective_settings.with_defaults(context)
         name = (
             None if config.objective == objective_name(None, epsilon=self.epsilon, beta=self.beta) else self.objective
         )
         return dataclasses.replace(config, **dataclasses.asdict(objective), objective=name)
+
+    def dataset_defaults(self) -> dict[str, Any]:
+        """The defaults of the dataset (:data:`DATASET_DEFAULTS`); your own arrays take the image datasets'
+        for ``(1 or 3, 64, 64)`` images and digits' for vectors, with the file's likelihood, and no
+        built-in model for images of another size."""
+        defaults = dict(DATASET_DEFAULTS[self.dataset])
+        if self.dataset == GENERATED_DATASET:
+            defaults["latent_dim"] = len(self.spectrum)
+        if self.dataset == ARRAYS and self.data_path:
+            sample_shape, likelihood = peek_arrays(self.data_path)
+            if len(sample_shape) == 1:
+                defaults = dict(DATASET_DEFAULTS["digits"])
+            elif sample_shape[0] not in (1, 3) or sample_shape[1:] != (64, 64):
+                defaults["model"] = None  # the conv models take 64×64 images
+            defaults["likelihood"] = likelihood
+        return defaults
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a one-line message for any bad setting."""
@@ -158,7 +178,7 @@ class RunConfig:
         if self.optimizer is not None:
             check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.model is not None:
-            check_choice("model", self.model, MODELS)
+            check_model_name(self.model)
         self._validate_data_source()
         if self.compile is not None and not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true, false or null, got {self.compile!r}")

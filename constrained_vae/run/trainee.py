@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from constrained_vae.core.likelihoods import build_likelihood
-from constrained_vae.core.models import VAE, build_vae
+from constrained_vae.core.models import VAE
 from constrained_vae.core.objectives import Optimization, StepTerms
 from constrained_vae.core.optimizers import primal_optimizer
 from constrained_vae.data import BatchFn, Dataset, TensorDataset, check_likelihood_range, load_dataset
@@ -17,6 +17,7 @@ from constrained_vae.errors import ConfigError
 from constrained_vae.run.device import model_memory_format, resolve_device
 from constrained_vae.run.log_window import LogWindow
 from constrained_vae.run.settings import RunConfig
+from constrained_vae.run.user_models import build_model
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Trainee:
         torch.manual_seed(config.seed)
         if device.type == "cuda":
             torch.cuda.manual_seed_all(config.seed)
-        model = build_vae(config.model, dataset.sample_shape, config.latent_dim)
+        model = build_model(config.model, dataset.sample_shape, config.latent_dim)
         model.to(device, memory_format=model_memory_format(config, device))
         likelihood = build_likelihood(config.likelihood, config.sigma, config.learn_sigma).to(device)
         primal = primal_optimizer([*model.parameters(), *likelihood.parameters()], config.optimizer, config.lr)
