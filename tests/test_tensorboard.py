@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing import event_accumulator, event_multip
 from constrained_vae.cli.run import run_main
 from constrained_vae.cli.sweep import sweep_main
 from constrained_vae.run import folder
-from constrained_vae.run.loop import resume_config, train
+from constrained_vae.run.loop import resume_config, train, train_bank
 from constrained_vae.run.settings import RunConfig
 from constrained_vae.run.tensorboard import wait_for_a_later_second
 
@@ -140,6 +140,20 @@ def test_a_resumed_run_may_turn_tensorboard_on_and_old_configs_without_the_setti
     assert scalar_steps(read_log(run_dir), "lambda") == [20, 25, 30]
 
 
+def test_every_member_of_a_bank_writes_its_own_log(tmp_path):
+    configs = [dsprites(steps=4, log_every=2, checkpoint_every=4, seed=seed) for seed in (0, 1)]
+    run_dirs = [tmp_path / "a", tmp_path / "b"]
+    train_bank(configs, run_dirs, resume=[False, False], progress=False, strategy="threaded")
+    logs = [read_log(run_dir) for run_dir in run_dirs]
+    for log, run_dir in zip(logs, run_dirs, strict=True):
+        assert [event.value for event in log.Scalars("kl")] == pytest.approx(
+            [row["kl"] for row in folder.read_metrics(run_dir)], rel=1e-6
+        )
+        assert image_steps(log, "reconstructions") == [0, 4]
+    images = [log.Images("latent_traversals")[-1].encoded_image_string for log in logs]
+    assert images[0] != images[1]  # each member's own model
+
+
 def test_a_sweep_with_tensorboard_shows_each_point_as_a_run_named_by_its_folder(tmp_path):
     fast = "--dataset linear-gaussian --spectrum 4,2,1 --num-samples 256 --steps 10 --batch-size 32 --log-every 5"
     args = ["--out", str(tmp_path / "sweep"), *fast.split(), "--epsilon", "1", "--beta", "1"]
@@ -149,6 +163,17 @@ def test_a_sweep_with_tensorboard_shows_each_point_as_a_run_named_by_its_folder(
     assert "lambda" in multiplexer.Runs()["eps1-seed0/tensorboard"]["scalars"]
     assert "beta" in multiplexer.Runs()["beta1-seed0/tensorboard"]["scalars"]
     assert [event.step for event in multiplexer.Scalars("eps1-seed0/tensorboard", "kl")] == [5, 10]
+
+
+def test_a_sweep_re_run_may_turn_tensorboard_on_for_the_points_still_to_train(tmp_path, capsys):
+    fast = "--dataset linear-gaussian --spectrum 4,2,1 --num-samples 256 --batch-size 32 --log-every 5".split()
+    args = ["--out", str(tmp_path / "sweep"), *fast, "--steps", "10", "--executor", "local", "--no-progress"]
+    assert sweep_main([*args, "--epsilon", "1"]) == 0
+    assert sweep_main([*args, "--epsilon", "1", "2", "--tensorboard"]) == 0
+    assert "take the new --tensorboard" in capsys.readouterr().out
+    assert not (tmp_path / "sweep" / "eps1-seed0" / folder.TENSORBOARD_DIR).exists()  # finished before: skipped
+    assert scalar_steps(read_log(tmp_path / "sweep" / "eps2-seed0"), "kl") == [5, 10]
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["run_settings"]["tensorboard"] is True
 
 
 @pytest.fixture
