@@ -119,6 +119,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the VAE: {', '.join(MODELS)}, or one of your own named package.module:factory, called as "
         f'factory(sample_shape, latent_dim) (README, "A model of your own"); {dataset_default("model")}',
     )
+    training.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        help="also log to RUN/tensorboard/: each row of metrics.csv and, at checkpoints, reconstructions and "
+        "latent traversals (image data); needs the tensorboard package (default: off; with --resume: as the run was)",
+    )
     training.add_argument("--seed", type=int, help="seeds the model's initialisation, batches and samples (default: 0)")
     training.add_argument("--device", choices=DEVICES, help="default: auto (CUDA if available)")
     training.add_argument(

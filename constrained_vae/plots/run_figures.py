@@ -25,84 +25,28 @@ import torch
 from matplotlib.figure import Figure
 from mpl_toolkits.axes_grid1 import make_axes_locatable
 
-from constrained_vae.core.losses import gaussian_kl_per_dim
 from constrained_vae.plots.figure import new_figure, save_figure
 from constrained_vae.run import locks
+from constrained_vae.run.images import (
+    GAP_PX,
+    as_images,
+    decode_mean,
+    draw_observations,
+    encode,
+    image_shape,
+    kl_per_dimension,
+    mosaic,
+    reconstructions,
+    traversal_codes,
+    traversals,
+)
 from constrained_vae.run.loop import load_run
 from constrained_vae.run.trainee import Trainee
 
 FIGURES_DIR = "figures"
-BATCH = 256  # observations or codes per forward pass
-GAP_PX = 2  # pixels between tiles of a mosaic
 
 
-# ---------------------------------------------------------------------------- computations
-
-
-def draw_observations(dataset, n: int, seed: int) -> torch.Tensor:
-    """``n`` observations drawn uniformly (with replacement) from ``dataset``, ``[n, *sample_shape]``."""
-    generator = torch.Generator().manual_seed(seed)
-    return dataset.get(torch.randint(len(dataset), (n,), generator=generator))
-
-
-def encode(model, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and log-variance of ``observations``, each ``[n, latent_dim]``, without gradients."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        pairs = [model.encode(batch.to(device)) for batch in observations.split(BATCH)]
-    mu = torch.cat([mu.detach().cpu() for mu, _ in pairs])
-    return mu, torch.cat([log_var.detach().cpu() for _, log_var in pairs])
-
-
-def decode_mean(model, likelihood, codes: torch.Tensor) -> torch.Tensor:
-    """The likelihood's mean at ``codes`` ``[n, latent_dim]`` (pixel probabilities for Bernoulli)."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        means = [likelihood.mean(model.decode(batch.to(device))).cpu() for batch in codes.split(BATCH)]
-    return torch.cat(means)
-
-
-def kl_per_dimension(mu: torch.Tensor, log_var: torch.Tensor) -> np.ndarray:
-    """KL(q(z_d|x) ‖ N(0, 1)) of each latent dimension, averaged over the batch: nats ``[latent_dim]``."""
-    return gaussian_kl_per_dim(mu.double(), log_var.double()).mean(dim=0).numpy()
-
-
-def traversal_codes(mu: torch.Tensor, dims: Sequence[int], values: torch.Tensor) -> torch.Tensor:
-    """Codes ``[len(dims) · len(values), latent_dim]``: row block i is ``mu`` with dimension
-    ``dims[i]`` set to each of ``values`` in turn."""
-    codes = mu.repeat(len(dims) * len(values), 1)
-    for i, dim in enumerate(dims):
-        codes[i * len(values) : (i + 1) * len(values), dim] = values
-    return codes
-
-
-def image_shape(sample_shape: tuple[int, ...], likelihood: str) -> tuple[int, ...] | None:
-    """How to show one observation: ``(H, W)`` or ``(H, W, 3)``; None when it is not an image."""
-    if len(sample_shape) == 3 and sample_shape[0] in (1, 3):
-        return sample_shape[1:] if sample_shape[0] == 1 else (*sample_shape[1:], 3)
-    if len(sample_shape) == 1 and likelihood == "bernoulli" and math.isqrt(sample_shape[0]) ** 2 == sample_shape[0]:
-        side = math.isqrt(sample_shape[0])
-        return (side, side)
-    return None
-
-
-def as_images(batch: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
-    """Observations ``[n, *sample_shape]`` as displayable images ``[n, *shape]`` clipped to [0, 1]."""
-    array = batch.detach().cpu().float().numpy()
-    if len(shape) == 3:  # channels last for RGB
-        array = np.moveaxis(array, 1, -1)
-    return np.clip(array.reshape(len(array), *shape), 0.0, 1.0)
-
-
-def mosaic(images: np.ndarray, gap: int = GAP_PX) -> np.ndarray:
-    """Tiles ``[rows, cols, H, W(, 3)]`` as one image with ``gap``-pixel white lines between them."""
-    rows, cols, height, width = images.shape[:4]
-    canvas = np.ones((rows * (height + gap) - gap, cols * (width + gap) - gap, *images.shape[4:]))
-    for r in range(rows):
-        for c in range(cols):
-            top, left = r * (height + gap), c * (width + gap)
-            canvas[top : top + height, left : left + width] = images[r, c]
-    return canvas
+# ---------------------------------------------------------------------------- drawing (the arrays: run.images)
 
 
 def _tile_centres(count: int, size: int, gap: int = GAP_PX) -> np.ndarray:
@@ -227,23 +171,14 @@ def _budget(config) -> str:
 
 def _traversal_figure(model, likelihood, observations, mu, kl, shape, steps: int, limit: float) -> Figure:
     """Latent traversals around the first observation's posterior mean, rows by decreasing KL."""
-    dims = [int(d) for d in np.argsort(-kl, kind="stable")]
-    values = torch.linspace(-limit, limit, steps)
-    traversed = decode_mean(model, likelihood, traversal_codes(mu[0], dims, values))
-    grid = as_images(traversed, shape).reshape(len(dims), steps, *shape)
-    seed_pair = np.concatenate(
-        [as_images(observations[:1], shape), as_images(decode_mean(model, likelihood, mu[:1]), shape)]
-    )
-    return plot_traversals(seed_pair, grid, dims, kl, mu[0].numpy(), values.numpy())
+    shown = traversals(model, likelihood, observations[:1], mu[0], kl, shape, steps, limit)
+    return plot_traversals(shown.seed_pair, shown.grid, shown.dims, kl, mu[0].numpy(), shown.values)
 
 
 def _reconstruction_figure(model, likelihood, originals: torch.Tensor, mu: torch.Tensor, shape) -> Figure:
     """``originals`` above the decoder's mean at their posterior means ``mu``, with their mean NLL."""
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        decoded = model.decode(mu.to(device))
-        nll = float(likelihood.nll_per_sample(decoded, originals.to(device)).mean())
-    return plot_reconstructions(as_images(originals, shape), as_images(likelihood.mean(decoded), shape), nll)
+    shown = reconstructions(model, likelihood, originals, mu, shape)
+    return plot_reconstructions(shown.originals, shown.reconstructions, shown.nll)
 
 
 def _prior_sample_figure(model, likelihood, count: int, seed: int, shape) -> Figure:

@@ -5,6 +5,8 @@
     RUN/summary.json   final and tail-averaged figures (SUMMARY_FILE, :mod:`constrained_vae.run.summary`)
     RUN/checkpoint.pt  model, optimizers, multiplier, RNG states, step (CHECKPOINT_FILE)
     RUN/metrics.json   disentanglement scores, once evaluated (SCORES_FILE, :mod:`constrained_vae.evaluation`)
+    RUN/tensorboard/   TensorBoard event files, for runs with ``tensorboard`` on (TENSORBOARD_DIR,
+                       written by :mod:`constrained_vae.run.tensorboard`)
 
     RUN/.lock          held by the process writing the folder (see :mod:`constrained_vae.run.locks`)
 
@@ -26,6 +28,7 @@ import math
 import pickle
 import platform
 import re
+import shutil
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,6 +46,7 @@ TRAINING_LOG = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 SCORES_FILE = "metrics.json"
+TENSORBOARD_DIR = "tensorboard"
 TRAINING_LOG_COLUMNS = ("step", "nll", "kl", "loss", "multiplier", "epsilon", "seconds")
 # What torch's weights-only unpickler says when a checkpoint refers to code (a class or a function):
 # "Unsupported global: GLOBAL mod.Name …" or "Trying to load unsupported GLOBAL mod.name …".
@@ -97,9 +101,11 @@ def clear_unstarted(run_dir: Path) -> None:
 
 
 def discard(run_dir: Path) -> None:
-    """Remove every run file (a new run that could not take its first step leaves nothing behind)."""
+    """Remove every run file and the TensorBoard log (a new run that could not take its first step leaves
+    nothing behind)."""
     for name in RUN_FILES:
         (Path(run_dir) / name).unlink(missing_ok=True)
+    shutil.rmtree(Path(run_dir) / TENSORBOARD_DIR, ignore_errors=True)
 
 
 def create(run_dir: str | Path, config: RunConfig) -> Path:

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from constrained_vae.core.objectives import StepTerms
 from constrained_vae.errors import ConfigError, ResourceError, RunFolderError, TrainingDiverged, TrainingInterrupted
 from constrained_vae.files import is_disk_full
-from constrained_vae.run import folder, locks
+from constrained_vae.run import folder, locks, tensorboard
 from constrained_vae.run.bank import Bank, Strategy
 from constrained_vae.run.device import torch_threads, use_compile
 from constrained_vae.run.log_window import WindowReading
@@ -151,6 +151,8 @@ def train_bank(
     with stop.installed(), torch_threads(configs[0].threads), ExitStack() as held:
         # settings and data are validated before anything is written
         bank = Bank.build([config.resolved() for config in configs], strategy)
+        if any(config.tensorboard for config in configs):
+            tensorboard.check_available()
         for run_dir, resumed in zip(run_dirs, resume, strict=True):
             if not resumed:
                 folder.check_new(run_dir)  # a started run is refused before its folder is touched
@@ -163,6 +165,11 @@ def train_bank(
                 Member(trainee, run_dir, fresh=prepare(trainee, run_dir, resume=resumed))
                 for trainee, run_dir, resumed in zip(bank.members, run_dirs, resume, strict=True)
             ]
+            boards = held.enter_context(ExitStack())
+            for member in members:
+                if member.trainee.config.tensorboard:
+                    board = tensorboard.TensorBoardLog.open(member.run_dir, member.trainee, fresh=member.fresh)
+                    member.board = boards.enter_context(closing(board))
         except OSError as error:
             if not is_disk_full(error):
                 raise
@@ -174,7 +181,10 @@ def train_bank(
             bank.compile()
         loop = TrainingLoop(bank, members, stop, progress)
         try:
-            loop.run()
+            try:
+                loop.run()
+            finally:
+                boards.close()  # the logs are complete before a run is reported on or discarded
         except Exception as error:
             if is_out_of_memory(error):
                 raise out_of_memory(error, members) from None
@@ -238,6 +248,7 @@ class Member:
     terms: StepTerms | None = None  # the last step's terms
     diverged: TrainingDiverged | None = None
     pending_seconds: float = 0.0  # the time of the bank's steps since this member's last reading
+    board: tensorboard.TensorBoardLog | None = None  # its TensorBoard log, when it keeps one
 
     def __post_init__(self) -> None:
         self.last_checkpoint = self.checked = self.trainee.step
@@ -263,6 +274,10 @@ class Member:
         return reading
 
     def checkpoint(self) -> None:
+        """Save the checkpoint; the TensorBoard log's images at this step, and all it holds, go to disk first."""
+        if self.board is not None:
+            self.board.images()
+            self.board.flush()
         folder.save_checkpoint(self.run_dir, self.trainee.state_dict())
         self.last_checkpoint = self.trainee.step
 
@@ -335,7 +350,10 @@ class TrainingLoop:
             return
         at_end = trainee.step == config.steps
         if trainee.step % config.log_every == 0 or at_end:
-            folder.append_metrics(member.run_dir, [reading.row(trainee.step, trainee.seconds)])
+            row = reading.row(trainee.step, trainee.seconds)
+            folder.append_metrics(member.run_dir, [row])
+            if member.board is not None:
+                member.board.row(row)
             if len(self.members) == 1:
                 bar.set_postfix(nll=f"{reading.nll:.2f}", kl=f"{reading.kl:.2f}", λ=f"{reading.multiplier:.3f}")
             if trainee.step % config.log_every == 0:

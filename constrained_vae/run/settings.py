@@ -61,9 +61,9 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         lr=5e-3, additive_dual_lr=2e-2, log_every=20, checkpoint_every=1000,
     ),
 }  # fmt: skip
-# How a run is computed, not what it computes: they may change on --resume (threads and compile change
-# only the floating-point rounding; see constrained_vae.run.loop).
-RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "checkpoint_every", "threads", "compile")
+# How a run is computed or watched, not what it computes: they may change on --resume (threads and compile
+# change only the floating-point rounding; see constrained_vae.run.loop; tensorboard only what is logged).
+RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "checkpoint_every", "threads", "compile", "tensorboard")
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer; checkpoints store it as int64
 GENERATED_DATASET = "linear-gaussian"  # the dataset generated from the settings below
 GENERATED_DATA_SETTINGS = ("spectrum", "num_samples")
@@ -102,6 +102,7 @@ class RunConfig:
     device: str = "auto"
     log_every: int | None = None
     checkpoint_every: int | None = None
+    tensorboard: bool = False  # also log to RUN/tensorboard/ (constrained_vae.run.tensorboard)
     threads: int | None = None  # torch CPU threads while training; None: torch's default (one per core)
     compile: bool | None = None  # torch.compile the model; None: only long CUDA runs (run.loop.use_compile)
     optimizer: str | None = None  # primal optimiser, one of OPTIMIZERS; None: Adam
@@ -182,6 +183,8 @@ class RunConfig:
         self._validate_data_source()
         if self.compile is not None and not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true, false or null, got {self.compile!r}")
+        if not isinstance(self.tensorboard, bool):
+            raise ConfigError(f"tensorboard must be true or false, got {self.tensorboard!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         for name in POSITIVE_INTEGERS:

@@ -10,7 +10,7 @@ the same run settings (compared once dataset defaults are filled in, so ``--step
 the linear-gaussian default) whose ``--epsilon``, ``--beta`` and ``--seeds`` each include every
 recorded value extends the sweep: ``sweep.json`` is rewritten with the new command and grid,
 and only the new points train. The settings a resumed run may change but its step count
-(``--device``, ``--threads``, ``--compile``, ``--log-every``, ``--checkpoint-every``) may
+(``--device``, ``--threads``, ``--compile``, ``--log-every``, ``--checkpoint-every``, ``--tensorboard``) may
 change too, as with ``run.py --resume``: the points still to train take the new values, and
 ``sweep.json`` records the new command. So may the settings only ε points take (``--objective``,
 the multiplier's) while the sweep has no ε points yet: no trained point took them (a fixed-β sweep,
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from constrained_vae.errors import ConfigError, DataError, SweepError, UserInputError
-from constrained_vae.run import folder, locks
+from constrained_vae.run import folder, locks, tensorboard
 from constrained_vae.run.loop import resume_config
 from constrained_vae.run.settings import RESUMABLE_OVERRIDES, RunConfig
 from constrained_vae.sweeps.grid import EPSILON_POINT_FIELDS, GRID_FIELDS, Grid, Point, check_settings_apply
@@ -95,13 +95,16 @@ def point_configs(grid: Grid, settings: dict[str, Any]) -> dict[Point, RunConfig
 
 
 def check_resources(config: RunConfig) -> None:
-    """What every point needs that a config cannot check by itself: the data file.
+    """What every point needs that a config cannot check by itself: the data file, and the tensorboard
+    package for ``--tensorboard``.
 
     (The device is Ray's to provide: ``--device cuda`` needs ``--gpus-per-run``, see
     :func:`~constrained_vae.sweeps.ray_executor.checked_resources`.)
     """
     if config.data_path is not None and not Path(config.data_path).is_file():
         raise DataError(f"--data-path {config.data_path} is not a file")
+    if config.tensorboard:
+        tensorboard.check_available()
 
 
 def sweep_record(command: Sequence[str], grid: Grid, settings: dict[str, Any]) -> dict[str, Any]:
