@@ -118,8 +118,8 @@ def test_a_member_that_diverges_stops_alone_with_its_last_good_checkpoint(tmp_pa
     original = Optimization.update
     calls = {"n": 0}
 
-    def update_that_blows_up(self):  # the doomed member's weights turn NaN in its 73rd step
-        original(self)
+    def update_that_blows_up(self, **kwargs):  # the doomed member's weights turn NaN in its 73rd step
+        original(self, **kwargs)
         if self.problem.model is doomed:
             calls["n"] += 1
             if calls["n"] == 73:
@@ -137,6 +137,40 @@ def test_a_member_that_diverges_stops_alone_with_its_last_good_checkpoint(tmp_pa
     state = torch.load(tmp_path / "b" / folder.CHECKPOINT_FILE, weights_only=True)
     assert state["step"] == 50 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert not (tmp_path / "b" / folder.SUMMARY_FILE).exists()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
+def test_one_optimizer_steps_every_stacked_member_as_its_own_optimizer_would(optimizer):
+    """The stacked step's one primal optimizer takes, bit for bit, each member's own step, with each member's
+    own state, also after a member's optimizer was loaded from a checkpoint (which replaces its state)."""
+    configs = [linear(epsilon=2.0, optimizer=optimizer), linear(beta=4.0, seed=1, optimizer=optimizer)]
+    bank = Bank.build([config.resolved() for config in configs], "stacked")
+    twins = Bank.build([config.resolved() for config in configs], "sequential")
+    rng = torch.Generator().manual_seed(0)
+    for step in range(4):
+        gradients = [[torch.randn(p.shape, generator=rng) for p in m.model.parameters()] for m in bank.members]
+        for group in (bank.members, twins.members):
+            for member, grads in zip(group, gradients, strict=True):
+                for param, grad in zip(member.model.parameters(), grads, strict=True):
+                    param.grad = grad.clone()
+        bank._primal_step(bank.members)
+        for twin in twins.members:
+            twin.optimization.primal_optimizer.step()
+        if step == 1:  # a checkpoint's optimizer state, loaded into the first member
+            saved = bank.members[0].optimization.primal_optimizer.state_dict()
+            bank.members[0].optimization.primal_optimizer.load_state_dict(saved)
+        for member, twin in zip(bank.members, twins.members, strict=True):
+            for mine, theirs in zip(member.model.parameters(), twin.model.parameters(), strict=True):
+                assert torch.equal(mine, theirs)
+            ours, its = (
+                member.optimization.primal_optimizer.state_dict(),
+                twin.optimization.primal_optimizer.state_dict(),
+            )
+            assert ours["state"].keys() == its["state"].keys() and ours["state"]
+            for key, state in ours["state"].items():
+                assert all(
+                    torch.equal(torch.as_tensor(v), torch.as_tensor(its["state"][key][k])) for k, v in state.items()
+                )
 
 
 def test_runs_of_different_shapes_cannot_share_a_bank():

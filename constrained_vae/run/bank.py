@@ -12,7 +12,8 @@ A bank steps its members in one of three ways (:data:`STRATEGIES`):
   stacked (``torch.stack``, differentiable, so each member's gradient lands on its own
   parameters) and the model and likelihood run under ``torch.func.vmap`` over
   ``functional_call``; each member's Lagrangian is its own, their sum is back-propagated once,
-  and each member's optimizer and multiplier take their step. Everything per member is
+  one optimizer steps every member's parameters (with each member's own optimizer state) and each
+  member's multiplier takes its step. Everything per member is
   elementwise (Adam, the multiplier rules), so a member's numbers are its solo run's up to the
   rounding of the batched kernels.
 * ``sequential``: each member takes its ordinary solo step in turn: bit for bit its solo run.
@@ -90,6 +91,7 @@ class Bank:
         self._stacked_terms = vmap(self._member_terms, in_dims=(0, 0, 0))
         self.compiled = False
         self._pool: ThreadPoolExecutor | None = None
+        self._shared_primal: tuple[tuple[int, ...], torch.optim.Optimizer] | None = None
 
     @classmethod
     def build(cls, configs: Sequence[RunConfig], strategy: Strategy | None = None) -> Bank:
@@ -170,9 +172,32 @@ class Bank:
         for lagrangian in lagrangians:
             if lagrangian.dual is not None:
                 lagrangian.dual.backward()
+        self._primal_step(members)
         for member in members:
-            member.optimization.update()
+            member.optimization.update(primal=False)
         return [member.optimization.terms(lagrangian) for member, lagrangian in zip(members, lagrangians, strict=True)]
+
+    def _primal_step(self, members: Sequence[Trainee]) -> None:
+        """One step of every member's primal parameters with one optimizer: its state is the members' own.
+
+        The members' optimizers share their type and settings (:func:`bank_key`) and are elementwise
+        (Adam, Adagrad, SGD), so one of them over all members' parameters takes each member's own step,
+        in one multi-tensor (``foreach``, a GPU's default) update instead of one per member. Its state
+        for each parameter is the very dict of that member's optimizer (re-linked every step, since
+        loading a checkpoint replaces it), so a member's checkpoint holds its own optimizer state.
+        """
+        optimizers = [member.optimization.primal_optimizer for member in members]
+        key = tuple(id(optimizer) for optimizer in optimizers)
+        if self._shared_primal is None or self._shared_primal[0] != key:
+            first = optimizers[0]
+            params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
+            self._shared_primal = key, type(first)(params, **first.defaults)
+        shared = self._shared_primal[1]
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    shared.state[param] = optimizer.state[param]
+        shared.step()
 
 
 def _advance_alone(members: Sequence[Trainee]) -> list[StepTerms]:

@@ -283,11 +283,22 @@ class Optimization:
         primal = state.compute_primal_lagrangian()
         return Lagrangians(state, primal, state.compute_dual_lagrangian() if self.constrained else None)
 
-    def update(self) -> None:
-        """The primal step, then the multiplier's (projected to its range), on the gradients in place."""
-        self.optimizer.primal_step()
+    def update(self, *, primal: bool = True) -> None:
+        """The primal step, then the multiplier's (projected to its range), on the gradients in place.
+
+        ``primal=False`` leaves the primal step to the caller: a bank steps all its members' parameters
+        with one optimizer (:mod:`constrained_vae.run.bank`), whose state is each member's own.
+        """
+        if primal:
+            self.optimizer.primal_step()
         if self.constrained:
             self.optimizer.dual_step()
+
+    @property
+    def primal_optimizer(self) -> torch.optim.Optimizer:
+        """The torch optimizer of the model's (and the likelihood's) parameters."""
+        (optimizer,) = self.optimizer.primal_optimizers
+        return optimizer
 
     def terms(self, lagrangians: Lagrangians) -> StepTerms:
         """The step's terms, after :meth:`update` (the multiplier is the one the step left)."""
