@@ -12,6 +12,7 @@ from ray_testing import assert_same_run
 from torch import nn
 
 from constrained_vae.cli.run import run_main
+from constrained_vae.cli.sweep import sweep_main
 from constrained_vae.core.models import (
     DLIB_CONV,
     DlibConvEncoder,
@@ -185,3 +186,23 @@ def test_a_run_recorded_under_the_preset_with_the_paper_conv_model_resumes_as_co
     assert folder.read_config(tmp_path / "old").model == "conv"
     assert folder.read_summary(tmp_path / "old")["steps"] == 6
     assert not isinstance(load_run(tmp_path / "old").model.encoder, DlibConvEncoder)
+
+
+SWEEP = "--seeds 0 --preset locatello2019 --steps 2 --batch-size 8 --executor local --no-progress".split()
+
+
+def test_a_sweep_reads_its_preset_as_recorded_so_one_made_before_dlib_conv_goes_on_with_conv(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert sweep_main(["--out", str(out), "--beta", "1", *SWEEP, "--model", "conv"]) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["preset_settings"]["model"] == DLIB_CONV  # the preset as it is now, overridden by --model
+    # sweep.json as it was written while locatello2019 trained conv: no preset_settings, the model left to the preset
+    del record["preset_settings"], record["run_settings"]["model"]
+    (out / "sweep.json").write_text(json.dumps(record))
+    assert sweep_main(["--out", str(out), "--beta", "1", *SWEEP]) == 0
+    assert "1 skipped" in capsys.readouterr().out
+    assert sweep_main(["--out", str(out), "--beta", "1", "2", *SWEEP]) == 0  # a point added trains as the others
+    assert [folder.read_config(out / f"beta{b}-seed0").model for b in (1, 2)] == ["conv", "conv"]
+    assert json.loads((out / "sweep.json").read_text())["preset_settings"]["model"] == "conv"
+    assert sweep_main(["--out", str(tmp_path / "new"), "--beta", "1", *SWEEP]) == 0
+    assert folder.read_config(tmp_path / "new" / "beta1-seed0").model == DLIB_CONV
