@@ -14,7 +14,7 @@ It prints the median steps/s of each and the ratio a/b (steady, and over the wal
 a measurement, not a test: on a machine shared with other jobs, compare only numbers taken in the
 same run, and say so.
 
-    python benchmarks/train_step.py [--device cpu] [--steps 200] [--repeats 3] [--threads 1] [--compile]
+    python benchmarks/train_step.py [--device cpu] [--steps 200] [--repeats 3] [--threads 1] [--compile] [--model conv]
 
 ``--memory-format`` times only (b), with the conv model and its batches contiguous and channels-last in
 turn: the measurement behind the project's channels-last choice on CPU.
@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from constrained_vae.core import losses
+from constrained_vae.core.models import IMAGE_MODELS
 from constrained_vae.run import folder
 from constrained_vae.run.device import torch_threads, use_compile
 from constrained_vae.run.loop import train
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="default: the project's per device")
     parser.add_argument("--objective", action="append", choices=tuple(OBJECTIVES), help="default: both")
+    parser.add_argument("--model", choices=IMAGE_MODELS, default="conv", help="the dSprites model (default: conv)")
     parser.add_argument(
         "--memory-format",
         action="store_true",
@@ -132,12 +134,14 @@ def main() -> None:
     args = parser.parse_args()
     devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     with torch_threads(args.threads):
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; dSprites, batch 64; steps/s")
+        threads = torch.get_num_threads()
+        print(f"torch {torch.__version__}, {threads} CPU threads; dSprites, {args.model}, batch 64; steps/s")
         for device in devices:
             steps = args.steps or (3000 if device == "cuda" else 200)
             for objective in args.objective or list(OBJECTIVES):
                 config = RunConfig(
                     dataset="dsprites",
+                    model=args.model,
                     steps=steps,
                     device=device,
                     compile=args.compile,

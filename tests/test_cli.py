@@ -64,6 +64,8 @@ def test_without_out_the_run_goes_to_a_fresh_folder_under_runs(tmp_path, monkeyp
         (["--epsilon", "1", "--steps", "0"], "steps must be a positive integer"),
         (["--epsilon", "1", "--dataset", "dsprites-npz"], "needs --data-path"),
         (["--epsilon", "1", "--dataset", "dsprites-npz", "--data-path", "missing.npz"], "missing.npz"),
+        (["--epsilon", "1", "--model", "dlib-conv", "--dataset", "digits"], "--model dlib-conv is for 64×64 images"),
+        (["--epsilon", "1", "--model", "mlp"], "--model mlp is for flat data, which --dataset dsprites does not hold"),
         (["--epsilon", "1", "--device", "cuda"], None),  # error only where there is no GPU
     ],
 )

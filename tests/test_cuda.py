@@ -69,11 +69,12 @@ def test_eager_and_compiled_agree_on_cuda(tmp_path):
     close(numbers(tmp_path / "compiled"), numbers(tmp_path / "eager"), rel=1e-2, abs_=1e-3)
 
 
+@pytest.mark.parametrize("model", ["conv", "dlib-conv"])
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_a_stacked_bank_on_cuda_trains_its_members_as_their_solo_runs(tmp_path, compiled):
+def test_a_stacked_bank_on_cuda_trains_its_members_as_their_solo_runs(tmp_path, compiled, model):
     configs = [
-        conv(device="cuda", epsilon=5.0, compile=compiled),
-        conv(device="cuda", beta=4.0, seed=1, compile=compiled),
+        conv(device="cuda", epsilon=5.0, compile=compiled, model=model),
+        conv(device="cuda", beta=4.0, seed=1, compile=compiled, model=model),
     ]
     for i, config in enumerate(configs):
         train(config, tmp_path / f"solo{i}", progress=False)

@@ -76,7 +76,7 @@ def finished_study(tmp_path_factory):
 
 def test_a_preset_fills_the_settings_not_given_and_is_recorded():
     config = RunConfig(beta=4.0, preset="locatello2019", lr=1e-3).resolved()
-    assert (config.steps, config.batch_size, config.optimizer, config.model) == (300_000, 64, "adam", "conv")
+    assert (config.steps, config.batch_size, config.optimizer, config.model) == (300_000, 64, "adam", "dlib-conv")
     assert config.lr == 1e-3  # given explicitly: the preset's 1e-4 is overridden
     assert config.to_dict()["preset"] == "locatello2019"
     assert "optimizer" not in RunConfig(beta=4.0).resolved().numerics()  # runs without a preset are unchanged

@@ -18,7 +18,7 @@ from constrained_vae.cli.common import (
     user_error,
 )
 from constrained_vae.core import dual
-from constrained_vae.core.models import MODELS
+from constrained_vae.core.models import MODEL_DESCRIPTIONS
 from constrained_vae.core.objectives import OBJECTIVES, GECOSettings
 from constrained_vae.core.objectives.capacity import DEFAULT_GAMMA
 from constrained_vae.core.objectives.controlvae import ControlVAESettings
@@ -116,8 +116,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument(
         "--model",
         metavar="MODEL",
-        help=f"the VAE: {', '.join(MODELS)}, or one of your own named package.module:factory, called as "
-        f'factory(sample_shape, latent_dim) (README, "A model of your own"); {dataset_default("model")}',
+        help="the VAE: "
+        + "; ".join(f"{name}: {text}" for name, text in MODEL_DESCRIPTIONS.items())
+        + "; or one of your own named package.module:factory, called as factory(sample_shape, latent_dim) "
+        f'(README, "A model of your own"); {dataset_default("model")}',
     )
     training.add_argument(
         "--tensorboard",

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import torch
 
+from constrained_vae.core.models import DLIB_CONV
 from constrained_vae.errors import ConfigError
 from constrained_vae.run.settings import RunConfig
 
@@ -30,9 +31,9 @@ def resolve_device(name: str) -> torch.device:
 
 def model_memory_format(config: RunConfig, device: torch.device) -> torch.memory_format:
     """The layout of the model's conv weights (and so of its activations): channels-last for the conv
-    VAE on CPU, where oneDNN runs its step faster (benchmarks/README.md, "Channels-last"), else torch's
+    VAEs on CPU, where oneDNN runs their step faster (benchmarks/README.md, "Channels-last"), else torch's
     default."""
-    if config.model == "conv" and device.type == "cpu":
+    if config.model in ("conv", DLIB_CONV) and device.type == "cpu":
         return torch.channels_last
     return torch.contiguous_format
 

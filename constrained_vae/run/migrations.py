@@ -12,8 +12,12 @@ from typing import Any
 
 import torch
 
+from constrained_vae.run.presets import LOCATELLO_2019, PRESETS, preset_settings
+
 # Settings that were stored (unused) for objectives without a multiplier, and are not now.
 _DROPPED_WITHOUT_MULTIPLIER = ("dual_lr", "multiplier_init")
+# What each preset's settings were, where they have changed, when sweep records did not yet keep them.
+_PRESETS_UNRECORDED: dict[str, dict[str, Any]] = {LOCATELLO_2019: {"model": "conv"}}
 
 
 def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
@@ -30,6 +34,20 @@ def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
         for name in _DROPPED_WITHOUT_MULTIPLIER:
             values.pop(name, None)
     return values
+
+
+def recorded_preset(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings of the preset a sweep record's run settings name, as the sweep recorded them.
+
+    Records from before ``preset_settings`` was kept ran the preset as it was then: the
+    ``locatello2019`` preset trained the ``conv`` model. None when the run settings name no preset.
+    """
+    name = record["run_settings"].get("preset")
+    if name not in PRESETS:  # none, or one the run settings' validation refuses
+        return None
+    if "preset_settings" in record:
+        return dict(record["preset_settings"])
+    return preset_settings(name) | _PRESETS_UNRECORDED.get(name, {})
 
 
 def upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,12 @@ they are the model, the optimiser and the schedule. Units as everywhere: nats pe
 ``model.batch_size = 64``, ``encoder.num_latent = 10``, ``model.training_steps = 300000``,
 ``vae/AdamOptimizer`` with ``learning_rate = 0.0001``, ``beta1 = 0.9``, ``beta2 = 0.999``,
 ``epsilon = 1e-08`` (torch's Adam defaults for the last three), ``encoder_fn = @conv_encoder``,
-``decoder_fn = @deconv_decoder`` (four 4×4 stride-2 convolutions of 32, 32, 64, 64 channels,
-FC 256, and the mirror: this project's ``conv`` model), ``reconstruction_loss = @bernoulli_loss``.
-Weight initialisation differs (TensorFlow's Glorot-uniform against torch's defaults). That study
+``decoder_fn = @deconv_decoder`` (model ``dlib-conv``, a transcription of
+``disentanglement_lib/methods/shared/architectures.py``: 4×4 stride-2 convolutions of 32 and 32
+channels, then 2×2 stride-2 ones of 64 and 64 where the β-VAE paper's table, and this project's
+``conv`` model, have 4×4; FC 256; a 4×4 transposed mirror; TensorFlow's Glorot-uniform
+initialisation), ``reconstruction_loss = @bernoulli_loss``. Runs recorded with ``model: conv``
+under this preset keep it: ``config.json`` records the model. That study
 trains every one of its datasets with these settings; of them, this project reads dSprites, its
 colour, noise and scream variants, and 3D Shapes.
 
@@ -31,6 +34,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from constrained_vae.core.models import DLIB_CONV
+
 LOCATELLO_2019 = "locatello2019"
 HIGGINS_2017 = "higgins2017"
 HIGGINS_MLP = "higgins-mlp"  # the β-VAE paper's 2D-shapes MLP (see the module docstring)
@@ -40,7 +45,7 @@ _LONG_RUN_LOGGING: dict[str, Any] = dict(log_every=100, checkpoint_every=10_000)
 
 PRESETS: dict[str, dict[str, Any]] = {
     LOCATELLO_2019: dict(
-        model="conv", likelihood="bernoulli", latent_dim=10, steps=300_000, batch_size=64,
+        model=DLIB_CONV, likelihood="bernoulli", latent_dim=10, steps=300_000, batch_size=64,
         optimizer="adam", lr=1e-4, **_LONG_RUN_LOGGING,
     ),
     HIGGINS_2017: dict(
@@ -56,7 +61,7 @@ PRESET_DATASETS: dict[str, tuple[str, ...]] = {
 }
 
 PRESET_DESCRIPTIONS: dict[str, str] = {
-    LOCATELLO_2019: "disentanglement_lib / Locatello et al. 2019: conv VAE, Adam 1e-4, batch 64, 300k steps",
+    LOCATELLO_2019: "disentanglement_lib / Locatello et al. 2019: model dlib-conv, Adam 1e-4, batch 64, 300k steps",
     HIGGINS_2017: "Higgins et al. 2017, 2D shapes: MLP 1200-1200 / 1200-1200-1200 tanh, Adagrad 1e-2",
 }
 

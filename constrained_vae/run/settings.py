@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from constrained_vae.core.checks import check_choice, check_positive, check_positive_int
+from constrained_vae.core.models import IMAGE_MODELS, MODELS
 from constrained_vae.core.objectives import (
     OBJECTIVE_FIELDS,
     OBJECTIVES,
@@ -37,7 +38,7 @@ from constrained_vae.data.arrays import ARRAYS, peek_arrays
 from constrained_vae.errors import ConfigError
 from constrained_vae.run.migrations import upgrade_settings
 from constrained_vae.run.presets import PRESET_DATASETS, PRESETS, preset_settings
-from constrained_vae.run.user_models import check_model_name
+from constrained_vae.run.user_models import check_model_name, is_import_path
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -180,6 +181,7 @@ class RunConfig:
             check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.model is not None:
             check_model_name(self.model)
+            self._validate_model_input()
         self._validate_data_source()
         if self.compile is not None and not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true, false or null, got {self.compile!r}")
@@ -200,6 +202,20 @@ class RunConfig:
         if any(not (math.isfinite(s) and s > 0) for s in self.spectrum) or not self.spectrum:
             raise ConfigError(f"spectrum must be positive numbers, got {self.spectrum}")
         self._validate_generated_data()
+
+    def _validate_model_input(self) -> None:
+        """A built-in model for 64×64 images (:data:`IMAGE_MODELS`) on an image dataset, a flat one on flat
+        data (whose kind the dataset's default model tells). Your own arrays' shape, and what your own
+        model takes, are checked where the model is built."""
+        if is_import_path(self.model) or self.dataset == ARRAYS:
+            return
+        for_images = self.model in IMAGE_MODELS
+        if for_images != (DATASET_DEFAULTS[self.dataset]["model"] in IMAGE_MODELS):
+            fitting = [name for name in MODELS if (name in IMAGE_MODELS) != for_images]
+            raise ConfigError(
+                f"--model {self.model} is for {'64×64 images' if for_images else 'flat data'}, which "
+                f"--dataset {self.dataset} does not hold; choose one of {', '.join(fitting)}"
+            )
 
     def _validate_generated_data(self) -> None:
         """``--spectrum`` and ``--num-samples`` (away from their defaults) only for the data generated from them."""

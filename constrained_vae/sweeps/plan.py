@@ -16,7 +16,8 @@ change too, as with ``run.py --resume``: the points still to train take the new 
 the multiplier's) while the sweep has no ε points yet: no trained point took them (a fixed-β sweep,
 which refuses them, extended by its ε points). Anything else (other settings, or a recorded value
 left out) is refused, so the command in ``sweep.json`` reproduces every point in the folder
-(up to rounding where those settings changed).
+(up to rounding where those settings changed). A ``--preset`` is read as the sweep recorded it
+(``preset_settings`` in ``sweep.json``), so that a preset changed since does not change its points.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Any
 from constrained_vae.errors import ConfigError, DataError, SweepError, UserInputError
 from constrained_vae.run import folder, locks, tensorboard
 from constrained_vae.run.loop import resume_config
+from constrained_vae.run.migrations import recorded_preset
+from constrained_vae.run.presets import preset_settings
 from constrained_vae.run.settings import RESUMABLE_OVERRIDES, RunConfig
 from constrained_vae.sweeps.grid import EPSILON_POINT_FIELDS, GRID_FIELDS, Grid, Point, check_settings_apply
 from constrained_vae.sweeps.records import read_json_record
@@ -60,15 +63,16 @@ def plan_sweep(sweep_dir: str | Path, grid: Grid, settings: dict[str, Any], comm
     :class:`SweepError`) for any bad input; writes nothing.
     """
     sweep_dir = Path(sweep_dir)
-    configs = point_configs(grid, settings)
-    check_resources(next(iter(configs.values())))
-    record = sweep_record(command, grid, settings)
     recorded = read_record(sweep_dir)
+    preset = sweep_preset(settings, recorded)
+    configs = point_configs(grid, with_preset(settings, preset))
+    check_resources(next(iter(configs.values())))
+    record = sweep_record(command, grid, settings, preset)
     if recorded is None:
         check_new_sweep_folder(sweep_dir)
         added, changed = 0, []
     else:
-        changed = check_extends(sweep_dir, recorded, grid, settings)
+        changed = check_extends(sweep_dir, recorded, grid, with_preset(settings, preset))
         added = len(grid.points()) - len(recorded["points"])
     names = [point.name for point in configs]
     plan = SweepPlan(sweep_dir, record, recorded is None or added > 0 or bool(changed), added, names, changed)
@@ -107,14 +111,33 @@ def check_resources(config: RunConfig) -> None:
         tensorboard.check_available()
 
 
-def sweep_record(command: Sequence[str], grid: Grid, settings: dict[str, Any]) -> dict[str, Any]:
-    """The contents of ``sweep.json``."""
-    return {
+def sweep_record(
+    command: Sequence[str], grid: Grid, settings: dict[str, Any], preset: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The contents of ``sweep.json``; ``preset`` the settings of the preset that ``settings`` name."""
+    record = {
         "command": list(command),
         "grid": grid.to_dict(),
         "run_settings": dict(settings),
         "points": [point.to_dict() for point in grid.points()],
     }
+    return record if preset is None else record | {"preset_settings": dict(preset)}
+
+
+def sweep_preset(settings: dict[str, Any], recorded: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The settings of the preset ``settings`` name: as the ``recorded`` sweep ran it when it names the
+    same one, else as it is now; None without a preset."""
+    name = settings.get("preset")
+    if name is None:
+        return None
+    if recorded is not None and recorded["run_settings"].get("preset") == name:
+        return recorded_preset(recorded)
+    return preset_settings(name)
+
+
+def with_preset(settings: dict[str, Any], preset: dict[str, Any] | None) -> dict[str, Any]:
+    """``settings`` with the ``preset``'s filling those not given."""
+    return settings if preset is None else preset | settings
 
 
 def read_record(sweep_dir: Path) -> dict[str, Any] | None:
@@ -144,12 +167,14 @@ def check_new_sweep_folder(sweep_dir: Path) -> None:
 
 
 def check_extends(sweep_dir: Path, recorded: dict[str, Any], grid: Grid, settings: dict[str, Any]) -> list[str]:
-    """Refuse a command that is not the recorded sweep or an extension of it (see the module docstring).
+    """Refuse a command that is not the recorded sweep or an extension of it (see the module docstring);
+    ``settings`` hold their preset's (:func:`with_preset`).
 
     Returns the settings it changes that a re-run may change (:data:`RESUMABLE_SWEEP_SETTINGS`, and
     the settings only ε points take while the sweep has no ε points: no trained point took them), as flags.
     """
-    old, new = resolved_settings(recorded["run_settings"]), resolved_settings(settings)
+    old = resolved_settings(with_preset(recorded["run_settings"], recorded_preset(recorded)))
+    new = resolved_settings(settings)
     differing = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
     may_change = RESUMABLE_SWEEP_SETTINGS
     if not Grid.from_dict(recorded["grid"]).epsilon:
