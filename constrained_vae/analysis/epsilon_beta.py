@@ -52,7 +52,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from constrained_vae.analysis.sweep_table import Sweep
 from constrained_vae.errors import SweepError
-from constrained_vae.run.summary import CONSTRAINT_TOLERANCE, INACTIVE_FRACTION, SETTLE_TOLERANCE
+from constrained_vae.run.summary import CONSTRAINT_TOLERANCE, INACTIVE_FRACTION, SETTLE_TOLERANCE, format_spread
 
 ESTIMATES = ("dual", "inverse_fixed", "slope")
 
@@ -141,10 +141,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def format_estimate(mean: float, std: float) -> str:
     """``mean ± std`` (4 and 2 significant digits); the mean alone when there is no spread (one seed),
-    ``—`` when there is no estimate."""
-    if not math.isfinite(mean):
-        return "—"
-    return f"{mean:.4g} ± {std:.2g}" if math.isfinite(std) else f"{mean:.4g}"
+    ``—`` when there is no estimate (:func:`~constrained_vae.run.summary.format_spread`)."""
+    return format_spread(mean, std)
 
 
 def _bracket(values: np.ndarray, at: float) -> list[int]:
