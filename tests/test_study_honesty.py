@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -148,8 +149,6 @@ def test_the_effective_beta_figure_rings_the_lower_bound_and_the_moving_lambda_w
 def test_a_study_whose_every_constrained_run_met_its_budget_compares_every_pair_with_no_warning(
     study_dir, capsys, tmp_path
 ):
-    import shutil
-
     clean = tmp_path / "study"
     shutil.copytree(study_dir, clean, ignore=shutil.ignore_patterns("analysis"))
     record = json.loads((clean / STUDY_FILE).read_text())
@@ -174,8 +173,6 @@ def test_a_study_whose_every_constrained_run_met_its_budget_compares_every_pair_
 def test_a_bad_flag_of_the_study_analysis_is_one_error_line_and_writes_nothing(
     study_dir, tmp_path, capsys, args, message
 ):
-    import shutil
-
     study = tmp_path / "study"
     shutil.copytree(study_dir, study, ignore=shutil.ignore_patterns("analysis"))
     capsys.readouterr()
@@ -188,3 +185,31 @@ def test_a_bad_flag_of_the_study_analysis_is_one_error_line_and_writes_nothing(
 def test_the_tradeoff_figure_of_the_same_sweep_rings_the_same_points(study_dir):
     table, _ = write_tradeoff_analysis(load_sweep(study_dir / SWEEP_DIR))
     assert list(table.loc[~table["constraint_met"], "epsilon"]) == [UNMET]
+
+
+def test_a_swept_epsilon_whose_runs_have_not_finished_is_reported_and_never_interpolated_across(
+    study_dir, tmp_path, capsys
+):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(study_dir / SWEEP_DIR, sweep, ignore=shutil.ignore_patterns("analysis"))
+    for seed in SEEDS:
+        (sweep / f"eps{MOVING:g}-seed{seed}" / folder.SUMMARY_FILE).unlink()
+    answer = script(capsys, "epsilon_to_beta.py", sweep, "--epsilon", MOVING)
+    assert answer.returncode == 0, answer.stderr
+    dual = next(line for line in answer.stdout.splitlines() if "dual" in line)
+    assert f"not interpolated: the runs at swept ε = {MOVING:g} have not finished" in dual
+    assert "interpolated between" not in answer.stdout
+    assert f"2 unfinished run(s) of {sweep} left out" in answer.stderr
+    curves = script(capsys, "tradeoff_curves.py", sweep)
+    assert curves.returncode == 0 and f"eps{MOVING:g}-seed0, eps{MOVING:g}-seed1" in curves.stderr
+    assert MOVING not in set(pd.read_csv(sweep / "analysis" / "tradeoff.csv")["epsilon"])
+
+
+def test_runs_rerun_with_another_log_every_are_still_one_sweep_to_every_analysis(study_dir, tmp_path, capsys):
+    study = tmp_path / "study"
+    shutil.copytree(study_dir, study, ignore=shutil.ignore_patterns("analysis"))
+    config_file = study / SWEEP_DIR / f"eps{SETTLED:g}-seed1" / folder.CONFIG_FILE
+    config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"log_every": 5, "threads": 1}))
+    assert script(capsys, "tradeoff_curves.py", study / SWEEP_DIR).returncode == 0
+    assert script(capsys, "epsilon_to_beta.py", study / SWEEP_DIR, "--epsilon", SETTLED).returncode == 0
+    assert run_analysis(study, capsys)[0] == 0
