@@ -213,3 +213,35 @@ def test_runs_rerun_with_another_log_every_are_still_one_sweep_to_every_analysis
     assert script(capsys, "tradeoff_curves.py", study / SWEEP_DIR).returncode == 0
     assert script(capsys, "epsilon_to_beta.py", study / SWEEP_DIR, "--epsilon", SETTLED).returncode == 0
     assert run_analysis(study, capsys)[0] == 0
+
+
+def test_without_the_default_score_the_study_says_it_draws_no_traversals_and_names_the_scores_to_pick_by(
+    study_dir, capsys
+):
+    capsys.readouterr()
+    assert analysis_main([str(study_dir)]) == 0
+    out, err = capsys.readouterr()
+    said = (
+        "warning: no traversal figures: the runs hold no betavae_score.eval_accuracy score to pick by; "
+        "choose one of mig.mig with --select-by"
+    )
+    assert said in err.splitlines() and f"- {said}" in out
+    assert not list((study_dir / "analysis").glob("traversals-*"))
+
+
+def test_a_study_whose_every_pair_missed_its_budget_compares_none_and_says_so(study_dir, tmp_path, capsys):
+    study = tmp_path / "study"
+    shutil.copytree(study_dir, study, ignore=shutil.ignore_patterns("analysis"))
+    record = json.loads((study / STUDY_FILE).read_text())
+    record["plan"]["betas"], record["matched_epsilon"] = [1.0], {"1": UNMET}
+    (study / STUDY_FILE).write_text(json.dumps(record))
+    for run in (study / SWEEP_DIR).iterdir():
+        if run.name.startswith("eps") and not run.name.startswith(f"eps{UNMET:g}-"):
+            shutil.rmtree(run)
+    status, out, _ = run_analysis(study, capsys)
+    assert status == 0 and "No pair left to compare." in out and "(2 of 2 pairs)" in out
+    assert (
+        pd.read_csv(study / "analysis" / "paired.csv").empty
+        if (study / "analysis" / "paired.csv").stat().st_size > 1
+        else True
+    )

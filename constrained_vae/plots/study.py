@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from constrained_vae.analysis.epsilon_beta import missed_constraint
 from constrained_vae.analysis.study import (
+    DEFAULT_SELECT_BY,
     FAMILIES,
     best_runs,
     check_select_by,
@@ -149,6 +150,10 @@ def write_study_analysis(
     comparison = paired_comparison(pairs, quantities(sweep.runs), seed=seed)
     maps = epsilon_beta_map(sweep, reference_sweep)
     warnings = study_warnings(sweep, reference_sweep)
+    if traversals and select_by is None:  # no score to pick the best runs by: said, not skipped silently
+        scores = score_columns(sweep.runs)
+        choose = f"choose one of {', '.join(scores)} with --select-by" if scores else "see experiments/evaluate.py"
+        warnings.append(f"no traversal figures: the runs hold no {DEFAULT_SELECT_BY} score to pick by; {choose}")
     out_dir = Path(study_dir) / ANALYSIS_DIR
     out_dir.mkdir(exist_ok=True)
     paths = []
@@ -170,10 +175,6 @@ def write_study_analysis(
     report = format_report(
         record, sweep, table, comparison, maps, best, select_by or "", pairs=pairs, warnings=warnings
     )
-    if traversals and select_by is None:
-        report += (
-            "\n\nNo traversal figures: the runs hold no scores to pick the best run by (see experiments/evaluate.py)."
-        )
     paths.append(out_dir / "report.md")
     paths[-1].write_text(report + "\n")
     return report, paths, warnings
