@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,14 @@ import torch
 
 from constrained_vae.errors import ConfigError, RunFolderError
 from constrained_vae.evaluation import scoring
-from constrained_vae.evaluation.scoring import evaluate_paths, evaluate_run, find_run_dirs, format_table, protocols_with
+from constrained_vae.evaluation.scoring import (
+    evaluate_paths,
+    evaluate_run,
+    find_run_dirs,
+    format_table,
+    protocols_with,
+    small_sample_note,
+)
 from constrained_vae.plots.run_figures import write_figures
 from constrained_vae.run.folder import SCORES_FILE
 from constrained_vae.run.loop import train
@@ -110,6 +118,39 @@ def test_metrics_scored_one_at_a_time_accumulate_for_the_same_step_and_seed(run)
     assert set(saved["scores"]) == set(saved["protocols"]) == set(saved["seconds"]) == {"mig", "dci"}
     evaluate_paths([run], seed=12, protocols=protocols_with(TINY, ["mig"]))  # another seed: a fresh file
     assert set(json.loads((run / SCORES_FILE).read_text())["scores"]) == {"mig"}
+
+
+def test_a_protocol_too_small_for_a_score_to_mean_anything_is_warned_and_noted_in_metrics_json(tmp_path, run, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    main = load_script("experiments/evaluate.py").main
+    one = ["--metrics", "betavae_score", "--num-train", "1", "--num-eval", "1", "--batch-size", "2"]
+    assert main([str(copy), *one]) == 0
+    out, err = capsys.readouterr()
+    note = "num_train = 1, num_eval = 1 < 25 (5 points for each of the 5 factors"
+    assert [line for line in err.splitlines() if line.startswith("warning: ")] == [
+        f"warning: {copy}: betavae_score: {note} (a point's class is the factor held fixed)): "
+        "too few points for the score to mean anything"
+    ]
+    assert json.loads((copy / SCORES_FILE).read_text())["notes"]["betavae_score"].startswith(note)
+    assert f"BetaVAE: {note}" in out  # under the table
+    enough = ["--metrics", "betavae_score", "--num-train", "25", "--num-eval", "25", "--batch-size", "2"]
+    assert main([str(copy), *enough]) == 0  # scored again at enough points: the note goes
+    out, err = capsys.readouterr()
+    assert "warning" not in err and "too few points" not in out
+    assert json.loads((copy / SCORES_FILE).read_text())["notes"] == {}
+
+
+def test_each_metric_needs_a_handful_of_points_per_class_or_bin():
+    sizes = [3, 6, 40, 32, 32]  # dSprites
+    protocols = protocols_with({"num_train": 199, "num_eval": 200})
+    noted = {name: small_sample_note(name, protocol, sizes) for name, protocol in protocols.items()}
+    assert noted["betavae_score"] is None and noted["factorvae_score"] is None and noted["mig"] is None
+    for name in ("dci", "sap_score", "modularity_explicitness"):  # 40 orientations × 5
+        assert noted[name].startswith("num_train = 199 < 200 (5 points for each of the 40 values"), name
+    assert small_sample_note("mig", {"num_train": 99, "num_bins": 20}, sizes).startswith("num_train = 99 < 100")
+    assert small_sample_note("betavae_score", {"num_train": 25, "num_eval": 24}, sizes).startswith("num_eval = 24")
+    assert all(small_sample_note(n, p, sizes) is None for n, p in protocols_with().items())  # published sizes
 
 
 def test_protocol_overrides_reach_every_metric_with_that_setting():

@@ -87,7 +87,20 @@ def test_one_row_is_too_few_to_judge():
     summary = summarise(constrained(2), rows_of([2.4359], kl=2.0, epsilon=2), 1.0)
     assert multiplier_drift(rows_of([2.4359], kl=2.0, epsilon=2)) is None
     assert summary["multiplier_settled"] is False and summary["multiplier_verdict"] == "too few rows to judge"
-    assert "λ   = 2.4359 ± 0.0000  (too few rows to judge whether λ settled)" in format_summary(Path("r"), summary)
+    printed = format_summary(Path("r"), summary)
+    assert "λ   = 2.4359 ± n/a (1 row)  (too few rows to judge whether λ settled)" in printed
+    assert "± 0.0000" not in printed  # a spread of one row would read as settled
+
+
+def test_a_tail_of_fewer_rows_than_the_settled_rule_needs_prints_no_spread_and_enough_rows_print_it():
+    few = summarise(constrained(2), rows_of(flat(20), kl=2.0, epsilon=2, every=75), 1.0)  # 20 rows, 2 in the tail
+    assert few["tail_rows"] == 2
+    assert f"λ   = {few['multiplier']:.4f} ± n/a (2 rows)" in format_summary(Path("r"), few)
+    enough = summarise(constrained(2), rows_of(flat(), kl=2.0, epsilon=2), 1.0)  # 60 rows, 6 in the tail
+    assert enough["tail_rows"] == 6
+    assert f"λ   = {enough['multiplier']:.4f} ± {enough['multiplier_std']:.4f}" in format_summary(Path("r"), enough)
+    old = {k: v for k, v in few.items() if k != "tail_rows"}  # written before the count was kept
+    assert f"± {few['multiplier_std']:.4f}" in format_summary(Path("r"), old)
 
 
 def test_fixed_beta_has_no_verdict_and_old_summaries_still_read(tmp_path):

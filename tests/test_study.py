@@ -166,9 +166,15 @@ def test_the_analysis_writes_the_table_the_paired_comparison_the_map_and_the_fig
     table = pd.read_csv(analysis / "study_table.csv")
     assert sorted(table["mode"]) == ["constrained"] * 2 + ["fixed-beta"] * 2
     assert {"kl_mean", "kl_std", "nll_mean", "multiplier_mean", "mig.mig_mean", "mig.mig_std"} <= set(table.columns)
+    pairs = pd.read_csv(analysis / "pairs.csv")
+    compared = pairs["left_out"].isna()  # runs of 4 steps: a constrained run may end over its budget
+    assert len(pairs) == 4 and compared.any()
+    for name in pairs.loc[~compared, "constrained.name"]:
+        assert f"its constrained run {name} missed its budget" in report
     paired = pd.read_csv(analysis / "paired.csv")
     pooled = paired[paired["beta"].isna()].set_index("quantity")
-    assert pooled.loc["mig.mig", "n_pairs"] == 4 and pooled.loc["kl", "ci_low"] <= pooled.loc["kl", "ci_high"]
+    assert pooled.loc["mig.mig", "n_pairs"] == compared.sum()
+    assert pooled.loc["kl", "ci_low"] <= pooled.loc["kl", "ci_high"]
     maps = pd.read_csv(analysis / "epsilon_beta_map.csv")
     np.testing.assert_allclose(maps["beta_dual"], maps["ref_beta_dual"])  # the reference is the study itself
     for name in (

@@ -52,7 +52,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from constrained_vae.analysis.sweep_table import Sweep
 from constrained_vae.errors import SweepError
-from constrained_vae.run.summary import CONSTRAINT_TOLERANCE, INACTIVE_FRACTION, SETTLE_TOLERANCE
+from constrained_vae.run.summary import CONSTRAINT_TOLERANCE, INACTIVE_FRACTION, SETTLE_TOLERANCE, format_spread
 
 ESTIMATES = ("dual", "inverse_fixed", "slope")
 
@@ -141,10 +141,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def format_estimate(mean: float, std: float) -> str:
     """``mean ± std`` (4 and 2 significant digits); the mean alone when there is no spread (one seed),
-    ``—`` when there is no estimate."""
-    if not math.isfinite(mean):
-        return "—"
-    return f"{mean:.4g} ± {std:.2g}" if math.isfinite(std) else f"{mean:.4g}"
+    ``—`` when there is no estimate (:func:`~constrained_vae.run.summary.format_spread`)."""
+    return format_spread(mean, std)
 
 
 def _bracket(values: np.ndarray, at: float) -> list[int]:
@@ -298,6 +296,20 @@ def inactive_warning(inactive: list[FlaggedRuns]) -> str | None:
     )
 
 
+def sweep_warnings(sweep: Sweep) -> list[str]:
+    """The lines an analysis of ``sweep`` warns with: the ε whose constraint was not met, those where it
+    was met with λ still moving, those whose budget was inactive, and the runs it left out."""
+    unmet = unmet_constraints(sweep)
+    moving = [u for u in unsettled_multipliers(sweep) if u.epsilon not in {m.epsilon for m in unmet}]
+    lines = (
+        unmet_warning(unmet),
+        unsettled_warning(moving),
+        inactive_warning(inactive_constraints(sweep)),
+        sweep.unfinished_warning(),
+    )
+    return [line for line in lines if line]
+
+
 def _verdict(flags: list[FlaggedRuns], runs: pd.DataFrame, column: str) -> bool | None:
     """False when some run is flagged, True when every run has the verdict, None when none has one."""
     if flags:
@@ -357,6 +369,23 @@ def estimate_beta(sweep: Sweep, epsilon: float) -> dict[str, float]:
         "multiplier_settled": _verdict(unsettled_multipliers(sweep, support), support_runs, "multiplier_settled"),
         "constraint_inactive": bool(inactive_constraints(sweep, support)),
     }
+
+
+def _is(value: object, flag: bool) -> bool:
+    """Whether a table cell holds the verdict ``flag`` (a missing verdict, None or NaN, holds neither)."""
+    return value is not None and not pd.isna(value) and bool(value) is flag
+
+
+def dual_flags(table: pd.DataFrame, prefix: str = "") -> dict[str, np.ndarray]:
+    """Which rows of a :func:`tradeoff_table` (columns under ``prefix``) hold a dual estimate that is no
+    settled effective β, by reason: ``unmet`` (constraint not met: λ a lower bound), ``moving`` (met, λ
+    still moving or too few rows to judge) and ``inactive`` (the budget never bound); rows without a dual
+    estimate are in none."""
+    known = np.isfinite(table[f"{prefix}beta_dual"].to_numpy(float))
+    unmet = known & table[f"{prefix}constraint_met"].map(lambda v: _is(v, False)).to_numpy(bool)
+    moving = known & ~unmet & table[f"{prefix}multiplier_settled"].map(lambda v: _is(v, False)).to_numpy(bool)
+    inactive = known & table[f"{prefix}constraint_inactive"].map(lambda v: _is(v, True)).to_numpy(bool)
+    return {"unmet": unmet, "moving": moving, "inactive": inactive}
 
 
 def tradeoff_table(sweep: Sweep) -> pd.DataFrame:

@@ -75,7 +75,7 @@ def answer_epsilon(sweep: Sweep, epsilon: float) -> tuple[str, str | None]:
     if all(not math.isfinite(estimates[f"beta_{k}"]) for k in names):
         raise SweepError(f"ε = {epsilon:g} is outside what the sweep covers ({_range_text(sweep)}); not extrapolating")
     support = dual_support(sweep, epsilon)
-    skipped = [e for e in sweep.unfinished_epsilons if support and min(support) < e < max(support)]
+    skipped = sorted({e for e in sweep.unfinished_epsilons if support and min(support) < e < max(support)})
     if skipped and estimates["n_seeds"] == 0:  # never interpolate across a swept ε whose runs have not finished
         estimates["beta_dual"] = estimates["beta_dual_std"] = math.nan
     dual_known = math.isfinite(estimates["beta_dual"])

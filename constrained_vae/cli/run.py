@@ -29,7 +29,7 @@ from constrained_vae.run.device import COMPILE_MIN_STEPS
 from constrained_vae.run.loop import resume_config, train
 from constrained_vae.run.presets import PRESET_DESCRIPTIONS
 from constrained_vae.run.settings import DEVICES, RunConfig, parse_spectrum
-from constrained_vae.run.summary import constraint_status, multiplier_remark
+from constrained_vae.run.summary import constraint_status, format_multiplier, multiplier_remark
 
 PROG = "experiments/run.py"
 
@@ -243,7 +243,7 @@ def format_summary(run_dir: Path, summary: dict) -> str:
         note = f"  {objective.multiplier_note}" if objective.multiplier_note else ""
         remark = multiplier_remark(summary, objective.multiplier_symbol)
         note += f"  ({remark})" if remark else ""
-        lines.append(f"  {symbol} = {summary['multiplier']:.4f} ± {summary['multiplier_std']:.4f}{note}")
+        lines.append(f"  {symbol} = {format_multiplier(summary)}{note}")
     if summary.get("constraint_note"):
         lines.append(f"  {summary['constraint_note']}")
     lines.append(f"  training time {summary['seconds']:.1f} s")

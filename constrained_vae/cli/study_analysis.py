@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,8 +21,9 @@ def analysis_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference", metavar="SWEEP", help="a sweep whose ε ↔ β map to compare (the 3,000-step one)")
     parser.add_argument(
         "--select-by",
-        default=DEFAULT_SELECT_BY,
-        help=f"the score that picks each family's best run for its traversals (default: {DEFAULT_SELECT_BY})",
+        metavar="SCORE",
+        help="the score (a column such as mig.mig; one the runs hold) that picks each family's best run for its "
+        f"traversals (default: {DEFAULT_SELECT_BY}, when the runs hold it)",
     )
     parser.add_argument("--no-traversals", action="store_true", help="skip the traversal figures")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the traversals' decoder")
@@ -30,10 +32,13 @@ def analysis_parser() -> argparse.ArgumentParser:
 
 
 def analysis_main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, write the analysis, print the report; 2 for bad input."""
+    """Parse ``argv``, write the analysis, print the report and its ``warning:`` lines (the same as
+    ``tradeoff_curves.py``'s); 2 for bad input, with nothing written."""
     args = analysis_parser().parse_args(argv)
+    if not 0 <= args.seed < 2**32:  # numpy's generators take no negative seed
+        return user_error(f"--seed must be an integer from 0 to {2**32 - 1}, got {args.seed}")
     try:
-        report, paths = write_study_analysis(
+        report, paths, warnings = write_study_analysis(
             args.study,
             reference=args.reference,
             select_by=args.select_by,
@@ -45,4 +50,6 @@ def analysis_main(argv: Sequence[str] | None = None) -> int:
         return user_error(error)
     print(report)
     print(f"\nwrote {len(paths)} files into {Path(args.study) / ANALYSIS_DIR}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -13,14 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from constrained_vae.analysis.epsilon_beta import (
-    inactive_constraints,
-    inactive_warning,
-    unmet_constraints,
-    unmet_warning,
-    unsettled_multipliers,
-    unsettled_warning,
-)
+from constrained_vae.analysis.epsilon_beta import sweep_warnings
 from constrained_vae.analysis.sweep_table import load_sweep
 from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.errors import UserInputError
@@ -40,10 +33,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return user_error(error)
     print(format_table(table))
     print("\nwrote:\n" + "\n".join(f"  {path}" for path in paths))
-    unmet = unmet_constraints(sweep)
-    moving = [u for u in unsettled_multipliers(sweep) if u.epsilon not in {m.epsilon for m in unmet}]
-    warnings = (unmet_warning(unmet), unsettled_warning(moving), inactive_warning(inactive_constraints(sweep)))
-    for warning in (*warnings, sweep.unfinished_warning()):
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr)
+    for warning in sweep_warnings(sweep):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0

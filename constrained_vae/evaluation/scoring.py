@@ -7,10 +7,12 @@ and writes ``RUN/metrics.json`` atomically::
 
     {"scores": {"betavae_score": {"train_accuracy": …, "eval_accuracy": …}, "factorvae_score": {…},
                 "mig": {"mig": …, "mig_per_factor": […]}, "dci": {"disentanglement": …, …}},
-     "protocols": {metric: {setting: value}}, "seed": 0, "step": 3000, "dataset": "dsprites",
+     "protocols": {metric: {setting: value}}, "notes": {metric: "…"}, "seed": 0, "step": 3000, "dataset": "dsprites",
      "representation": "posterior mean", "seconds": {metric: s}, "versions": {…}}
 
-A score the metric could not define (e.g. FactorVAE with no active code dimension) is ``null``,
+A protocol too small for a score to mean anything (:func:`small_sample_note`) is scored all the same,
+with a ``warning:`` and its note under ``notes`` (metric → words). A score the metric could not
+define (e.g. FactorVAE with no active code dimension) is ``null``,
 and the metric's ``undefined`` maps it to the reason; ``protocols["dci"]["predictor"]`` names DCI's
 classifier and ``scores["dci"]["predictor_settings"]`` its settings. Scoring a few metrics keeps
 the others already in the file when they scored the same checkpoint step with the same seed. Runs
@@ -126,6 +128,41 @@ def check_metric_seed(seed: Any, flag: str = "--seed") -> None:
         raise ConfigError(f"{flag} must be an integer from 0 to {2**63 - 1}, got {seed}")
 
 
+# A score means something only when every class a metric's classifier separates (every bin its histogram
+# fills) can get a handful of points on each side, training and held out: with fewer, an accuracy moves in
+# steps of whole points (one point: 0 or 1) and a plug-in mutual information is mostly its bias. Smaller
+# protocols are warned and noted, not refused: they are what a smoke test runs.
+MIN_POINTS_PER_CLASS = 5
+
+
+def _classes(metric: str, protocol: dict[str, Any], factor_sizes: Sequence[int]) -> tuple[int, str]:
+    """How many classes (or bins) a metric's points are spread over, and what they are."""
+    if metric in ("betavae_score", "factorvae_score"):  # a point's label is the factor held fixed
+        return len(factor_sizes), "factors (a point's class is the factor held fixed)"
+    if metric == "mig":
+        return int(protocol["num_bins"]), "bins of a code's histogram"
+    values = max(factor_sizes), "values of the largest factor (each factor's classifier predicts its value)"
+    if metric == "modularity_explicitness" and int(protocol["num_bins"]) > values[0]:
+        return int(protocol["num_bins"]), "bins of a code's histogram"
+    return values
+
+
+def small_sample_note(metric: str, protocol: dict[str, Any], factor_sizes: Sequence[int]) -> str | None:
+    """Why ``metric``'s score at ``protocol`` on factors of ``factor_sizes`` is too small a sample to mean
+    anything: a size (``num_train``, ``num_eval``, ``num_test``) below :data:`MIN_POINTS_PER_CLASS` points
+    for each class its classifier separates (BetaVAE, FactorVAE: the factors; DCI, SAP, explicitness: the
+    values of the largest factor) or each bin its histogram fills (MIG, modularity); None when none is."""
+    classes, what = _classes(metric, protocol, factor_sizes)
+    needed = MIN_POINTS_PER_CLASS * classes
+    small = [f"{key} = {protocol[key]}" for key in ("num_train", *HELD_OUT_NAMES) if protocol.get(key, needed) < needed]
+    if not small:
+        return None
+    return (
+        f"{', '.join(small)} < {needed} ({MIN_POINTS_PER_CLASS} points for each of the {classes} {what}): "
+        "too few points for the score to mean anything"
+    )
+
+
 # ---------------------------------------------------------------------------- runs
 
 
@@ -220,8 +257,13 @@ def evaluate_run(
     if reason is not None or not isinstance(trainee.dataset, FactorDataset):
         raise RunFolderError(f"{run_dir}: {reason or 'its dataset has no ground-truth factors'}")
     representation = posterior_mean_fn(trainee.model)
-    scores, seconds = {}, {}
+    scores, seconds, notes = {}, {}, {}
     for name, settings in protocols.items():
+        note = small_sample_note(name, settings, trainee.dataset.factor_sizes)
+        if note is not None:
+            notes[name] = note
+            if log is not None:
+                log(f"warning: {run_dir}: {name}: {note}")
         started = time.perf_counter()
         reseed_observations(trainee.dataset, seed)
         scores[name] = json_ready(METRICS[name](representation, trainee.dataset, seed=seed, **settings))
@@ -231,6 +273,7 @@ def evaluate_run(
     return {
         "scores": scores,
         "protocols": protocols,
+        "notes": notes,
         "seed": seed,
         "step": trainee.step,
         "dataset": trainee.config.dataset,
@@ -246,8 +289,9 @@ def merged_with_previous(result: dict[str, Any], previous: dict[str, Any] | None
     if not previous or previous.get("step") != result["step"] or previous.get("seed") != result["seed"]:
         return result
     merged = dict(result)
-    for part in ("scores", "protocols", "seconds"):
-        merged[part] = {**previous.get(part, {}), **result[part]}
+    for part in ("scores", "protocols", "seconds", "notes"):  # a metric scored now replaces all it had
+        kept = {k: v for k, v in (previous.get(part) or {}).items() if k not in result["scores"]}
+        merged[part] = {**kept, **result.get(part, {})}
     return merged
 
 
@@ -305,8 +349,8 @@ def _cell(result: dict[str, Any], metric: str, key: str) -> str:
 
 
 def _footnotes(evaluations: Sequence[Evaluation]) -> list[str]:
-    """Why each undefined headline score is undefined (once per score and reason), and which DCI
-    predictor the rows used."""
+    """Why each undefined headline score is undefined (once per score and reason), which scores rest on too
+    few points (:func:`small_sample_note`), and which DCI predictor the rows used."""
     notes: dict[str, None] = {}  # an ordered set
     predictors: dict[str, None] = {}
     for result in (ev.result for ev in evaluations if ev.result is not None):
@@ -314,6 +358,9 @@ def _footnotes(evaluations: Sequence[Evaluation]) -> list[str]:
             reason = result["scores"].get(metric, {}).get("undefined", {}).get(key)
             if reason is not None:
                 notes[f"{label} undefined: {reason}"] = None
+        for metric, note in (result.get("notes") or {}).items():
+            label = next((label for name, _, label in HEADLINE_SCORES if name == metric), metric)
+            notes[f"{label}: {note}"] = None
         if "dci" in result["scores"]:
             predictors[str(result["protocols"].get("dci", {}).get("predictor", "not recorded"))] = None
     if predictors:
@@ -357,5 +404,6 @@ __all__ = [
     "posterior_mean_fn",
     "protocols_with",
     "skip_reason",
+    "small_sample_note",
     "write_metrics",
 ]

@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.axes
 import matplotlib.lines
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from matplotlib.figure import Figure
 
 from constrained_vae.analysis.epsilon_beta import (
     ESTIMATES,
+    dual_flags,
     fit_rate_distortion,
     format_estimate,
     missed_constraint,
@@ -56,19 +58,46 @@ def _title(sweep: Sweep) -> str:
     return f"{dataset}{extra}, {sweep.runs['seed'].nunique()} seed(s)"
 
 
+UNCONVERGED_STYLE = {  # open markers around a dual estimate that is no settled effective β, by reason
+    "unmet": dict(marker="o", markeredgecolor="red", label=f"{UNMET}: dual λ is a lower bound"),
+    "moving": dict(marker="D", markeredgecolor="darkorange", label="λ still moving: dual λ not settled"),
+    "inactive": dict(marker="s", markeredgecolor="grey", label="constraint inactive (KL ≪ ε, λ at its floor)"),
+}
+
+
+def mark_unconverged(ax: matplotlib.axes.Axes, table: pd.DataFrame, prefix: str = "", what: str = "") -> None:
+    """Ring the dual estimates of a :func:`tradeoff_table` (columns under ``prefix``) that are no settled
+    effective β (:func:`~constrained_vae.analysis.epsilon_beta.dual_flags`), one legend entry per reason
+    drawn, ``what`` appended to its label."""
+    eps, dual = table["epsilon"].to_numpy(float), table[f"{prefix}beta_dual"].to_numpy(float)
+    for reason, rows in dual_flags(table, prefix).items():
+        if rows.any():
+            style = UNCONVERGED_STYLE[reason]
+            ax.plot(
+                eps[rows],
+                dual[rows],
+                linestyle="none",
+                markersize=11,
+                markerfacecolor="none",
+                markeredgewidth=1.5,
+                **(style | {"label": style["label"] + what}),
+            )
+
+
 def plot_effective_beta(sweep: Sweep, table: pd.DataFrame) -> Figure:
-    """Effective β against ε: the estimates that have values, seed bands, unmet constraints circled."""
+    """Effective β against ε: the estimates that have values, seed bands, and rings round the dual
+    estimates that are no settled effective β (:func:`mark_unconverged`)."""
     fig = new_figure(figsize=(6.4, 4.8))
     ax = fig.subplots()
     eps = table["epsilon"].to_numpy()
-    unmet = np.isfinite(table["beta_dual"].to_numpy()) & ~table["constraint_met"].to_numpy(bool)
+    flagged = any(rows.any() for rows in dual_flags(table).values())
     for name, style in ESTIMATE_STYLE.items():
         mean, std = table[f"beta_{name}"].to_numpy(), table[f"beta_{name}_std"].to_numpy()
         ok = np.isfinite(mean)
         if not ok.any():  # nothing to draw (e.g. no fixed-β runs): no legend entry either
             continue
-        if name == "dual" and unmet.any():
-            style = style | {"label": "dual: λ at the end of training (circled: not converged)"}
+        if name == "dual" and flagged:
+            style = style | {"label": "dual: λ at the end of training (ringed: not settled)"}
         ax.plot(eps[ok], mean[ok], linestyle="-", markersize=5, **style)
         band = ok & np.isfinite(std)
         ax.fill_between(
@@ -78,17 +107,7 @@ def plot_effective_beta(sweep: Sweep, table: pd.DataFrame) -> Figure:
             color=style["color"],
             alpha=0.2,
         )
-    if unmet.any():  # λ was still rising when the run ended: a lower bound on β, not an estimate
-        ax.plot(
-            eps[unmet],
-            table["beta_dual"].to_numpy()[unmet],
-            linestyle="none",
-            marker="o",
-            markersize=11,
-            markerfacecolor="none",
-            markeredgecolor="red",
-            label=f"{UNMET}: dual λ is a lower bound",
-        )
+    mark_unconverged(ax, table)
     beta_star = sweep.closed_form()
     if beta_star is not None:
         grid = np.geomspace(eps.min(), eps.max(), 200)

@@ -68,6 +68,36 @@ def multiplier_remark(summary: dict[str, Any], symbol: str = "λ") -> str | None
     return None
 
 
+def format_spread(
+    mean: float,
+    spread: float,
+    count: int | None = None,
+    *,
+    needed: int = 2,
+    unit: str = "row",
+    mean_format: str = ".4g",
+    spread_format: str = ".2g",
+) -> str:
+    """``mean ± spread``: ``—`` without a finite mean, the mean alone without a finite spread (one seed), and
+    ``mean ± n/a (1 row)`` when ``count`` (the ``unit``s the spread was taken over; None: not known) is
+    below ``needed``, where a spread of 0 would read as settled."""
+    if not math.isfinite(mean):
+        return "—"
+    if count is not None and count < needed:
+        return f"{mean:{mean_format}} ± n/a ({count} {unit}{'' if count == 1 else 's'})"
+    return f"{mean:{mean_format}} ± {spread:{spread_format}}" if math.isfinite(spread) else f"{mean:{mean_format}}"
+
+
+def format_multiplier(summary: dict[str, Any]) -> str:
+    """The tail λ ± its spread over the tail's rows, ``± n/a (N rows)`` when the tail holds fewer than
+    :data:`SETTLE_MIN_ROWS` (the settled rule's "too few rows"); a summary written before ``tail_rows``
+    was kept gets its spread."""
+    mean, spread = summary["multiplier"], summary["multiplier_std"]
+    return format_spread(
+        mean, spread, summary.get("tail_rows"), needed=SETTLE_MIN_ROWS, mean_format=".4f", spread_format=".4f"
+    )
+
+
 def constraint_status(summary: dict[str, Any]) -> str | None:
     """``met``, ``NOT met``, ``inactive`` or None (no budget) of a summary; one written before the
     status was kept gets ``met`` / ``NOT met`` from ``constraint_satisfied``."""
@@ -81,7 +111,8 @@ def summarise(config: RunConfig, rows: list[dict[str, float]], seconds: float) -
     """Final and tail-averaged figures; the tail is the rows logged in the last 10% of steps.
 
     ``tail_steps`` is the number of steps those rows average (a row averages the
-    steps since the row before it), so it can exceed 10% when rows are sparse.
+    steps since the row before it), so it can exceed 10% when rows are sparse; ``tail_rows``
+    is the number of those rows (``multiplier_std`` is their spread).
     ``constraint_satisfied`` says whether the tail term the objective's budget bounds (KL ≤ ε,
     NLL ≤ κ) is within :data:`CONSTRAINT_TOLERANCE` of it; None for an objective without one.
     ``constraint_status`` is ``met``, ``NOT met`` or ``inactive`` (met, but with the tail term
@@ -124,6 +155,7 @@ def summarise(config: RunConfig, rows: list[dict[str, float]], seconds: float) -
         "steps": steps,
         "seconds": seconds,
         "tail_steps": steps - covered_from,
+        "tail_rows": len(tail),
         "kl": kl,
         "nll": nll,
         "elbo": -(nll + kl),
