@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from constrained_vae.analysis.sweep_table import run_row
+from constrained_vae.data.dsprites import FACTOR_NAMES as DSPRITES_FACTORS
 from constrained_vae.errors import ConfigError, RunFolderError
 from constrained_vae.evaluation import scoring
 from constrained_vae.evaluation.scoring import evaluate_paths, evaluate_run, find_run_dirs, format_table, protocols_with
@@ -110,6 +112,31 @@ def test_metrics_scored_one_at_a_time_accumulate_for_the_same_step_and_seed(run)
     assert set(saved["scores"]) == set(saved["protocols"]) == set(saved["seconds"]) == {"mig", "dci"}
     evaluate_paths([run], seed=12, protocols=protocols_with(TINY, ["mig"]))  # another seed: a fresh file
     assert set(json.loads((run / SCORES_FILE).read_text())["scores"]) == {"mig"}
+
+
+def test_every_per_factor_score_is_keyed_by_the_datasets_factor_names(run):
+    evaluate_paths([run], seed=13, protocols=protocols_with(TINY, ["mig", "sap_score", "dci"]))
+    saved = json.loads((run / SCORES_FILE).read_text())
+    assert saved["factor_names"] == DSPRITES_FACTORS
+    per_factor = ("mig_per_factor", "sap_per_factor", "informativeness_per_factor")
+    keyed = [values[key] for values in saved["scores"].values() for key in per_factor if key in values]
+    assert len(keyed) == 3 and all(list(scores) == DSPRITES_FACTORS for scores in keyed)
+    assert all(value is None or 0 <= value <= 1 for value in saved["scores"]["mig"]["mig_per_factor"].values())
+
+
+def test_a_metrics_json_with_per_factor_lists_is_still_read_and_keyed_when_metrics_join_it(run):
+    step = evaluate_run(run, seed=14, protocols=protocols_with(TINY, ["mig"]))["step"]
+    old = {"mig": {"mig": 0.25, "mig_per_factor": [0.1, 0.2, 0.3, 0.4, 0.25], "num_bins": 20}}
+    (run / SCORES_FILE).write_text(json.dumps({"scores": old, "protocols": {"mig": {}}, "seed": 14, "step": step}))
+    row, _ = run_row(run)  # the sweep table reads the old file as before
+    assert row["mig.mig"] == 0.25
+    assert scoring.keyed_by_factor(old["mig"], DSPRITES_FACTORS)["mig_per_factor"]["pos_x"] == 0.4
+    evaluate_paths([run], seed=14, protocols=protocols_with(TINY, ["sap_score"]))
+    saved = json.loads((run / SCORES_FILE).read_text())
+    assert saved["scores"]["mig"]["mig_per_factor"] == dict(
+        zip(DSPRITES_FACTORS, [0.1, 0.2, 0.3, 0.4, 0.25], strict=True)
+    )
+    assert list(saved["scores"]["sap_score"]["sap_per_factor"]) == DSPRITES_FACTORS
 
 
 def test_protocol_overrides_reach_every_metric_with_that_setting():
