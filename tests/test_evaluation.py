@@ -23,7 +23,7 @@ from constrained_vae.data.dsprites import FACTOR_NAMES as DSPRITES_FACTORS
 from constrained_vae.errors import ConfigError, RunFolderError
 from constrained_vae.evaluation import scoring
 from constrained_vae.evaluation.scoring import evaluate_paths, evaluate_run, find_run_dirs, format_table, protocols_with
-from constrained_vae.plots.run_figures import write_figures
+from constrained_vae.plots.run_figures import plot_reconstructions, write_figures
 from constrained_vae.run.folder import SCORES_FILE
 from constrained_vae.run.loop import train
 from constrained_vae.run.settings import RunConfig
@@ -276,6 +276,50 @@ def test_traversals_have_a_row_per_latent_and_the_figures_cli_prints_the_paths(r
     # 4 latent dimensions → the traversal figure is wider than tall
     height, width = matplotlib.image.imread(run / "figures" / "latent_traversals.png").shape[:2]
     assert width > height
+
+
+def test_the_figures_cli_writes_pdf_or_png_at_the_dpi_asked(run, capsys):
+    main = load_script("analysis/figures.py").main
+    assert main([str(run), "--num-kl-images", "16", "--format", "pdf"]) == 0
+    for name in FIGURES:
+        assert (run / "figures" / name).with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    assert main([str(run), "--num-kl-images", "16", "--dpi", "75"]) == 0
+    small = matplotlib.image.imread(run / "figures" / "kl_per_dimension.png").shape
+    assert main([str(run), "--num-kl-images", "16"]) == 0  # the default, 150
+    default = matplotlib.image.imread(run / "figures" / "kl_per_dimension.png").shape
+    assert 1.9 < default[0] / small[0] < 2.1 and 1.9 < default[1] / small[1] < 2.1, (default, small)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dpi", "0"], "--dpi must be an integer from 1 to 1200, got 0"),
+        (["--dpi", "5000"], "--dpi must be an integer from 1 to 1200, got 5000"),
+        (["--dpi", "1.5"], "invalid int value"),
+        (["--format", "svg"], "invalid choice: 'svg'"),
+    ],
+)
+def test_a_bad_dpi_or_format_is_one_line_error_and_no_figure_is_written(run, capsys, flags, message):
+    def written() -> dict:
+        return {path: path.stat().st_mtime_ns for path in (run / "figures").glob("*")}
+
+    before = written()
+    try:
+        code = load_script("analysis/figures.py").main([str(run), *flags])
+    except SystemExit as exited:  # refused by the parser
+        code = exited.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert written() == before
+
+
+def test_the_reconstructions_figure_says_its_nll_is_of_its_images_at_the_posterior_mean():
+    images = np.random.default_rng(0).random((6, 8, 8))
+    figure = plot_reconstructions(images, images, nll=123.4)
+    (ax,) = figure.axes[:1]
+    text = ax.get_title() + " " + ax.get_xlabel()
+    assert "posterior mean" in text and "these 6 images decoded at z = μ: 123.4 nats per image" in text
+    assert "not the run's tail NLL" in text
 
 
 def test_figures_of_non_image_data_are_the_kl_chart_only(sweep):
