@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from constrained_vae.cli.run import run_main
+from constrained_vae.cli.sweep import sweep_main
 from constrained_vae.run import folder
 from constrained_vae.run.settings import RECORDS
 from constrained_vae.version import git_revision
@@ -123,3 +124,20 @@ def test_the_commit_is_read_only_from_a_checkout_of_the_package_and_a_changed_fi
     nested.mkdir(parents=True)
     assert git_revision(nested) == (None, None)  # inside another repository: not its checkout
     assert git_revision(tmp_path / "nowhere") == (None, None)
+
+
+def test_a_sweep_takes_its_run_settings_from_a_runs_config_json_and_its_grid_from_the_flags(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_main(["--epsilon", "1", "--steps", "10", "--seed", "4", *FAST.split(), "--out", str(run_dir)]) == 0
+    sweep = ["--config", str(run_dir / "config.json"), "--epsilon", "1", "2", "--steps", "5", "--executor", "local"]
+    assert sweep_main([*sweep, "--no-progress", "--out", str(tmp_path / "sweep")]) == 0
+    expected = settings_of(run_dir) | {"steps": 5}  # the flag over the file
+    for epsilon in (1, 2):
+        point = settings_of(tmp_path / "sweep" / f"eps{epsilon}-seed0")
+        assert point == expected | {"epsilon": epsilon, "seed": 0}  # the grid's ε and seed, not the file's
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dual_lr: fast\n")
+    assert sweep_main(["--config", str(bad), "--epsilon", "1", "--no-progress", "--out", str(tmp_path / "s2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and str(bad) in err and "dual_lr" in err
+    assert not (tmp_path / "s2").exists()
