@@ -46,6 +46,9 @@ def test_a_yaml_file_starts_a_run_and_a_flag_given_overrides_it(tmp_path, capsys
     saved = settings_of(tmp_path / "r")
     assert saved["steps"] == 5  # the flag
     assert saved["lr"] == 5e-3 and saved["seed"] == 3 and saved["epsilon"] == 1  # the file (5e-3: a number)
+    raw = json.loads((tmp_path / "r" / folder.CONFIG_FILE).read_text())
+    assert raw["spectrum"] == [4.0, 2.0, 1.0] and all(isinstance(value, float) for value in raw["spectrum"])
+    assert isinstance(raw["epsilon"], float) and isinstance(raw["seed"], int)  # as the flags give them
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import yaml
 
 from constrained_vae.errors import ConfigError
 from constrained_vae.run.migrations import upgrade_settings
-from constrained_vae.run.settings import DATASET_DEFAULTS, IMAGE_DEFAULTS, RECORDS, RunConfig, check_setting_types
+from constrained_vae.run.settings import DATASET_DEFAULTS, IMAGE_DEFAULTS, RECORDS, RunConfig, typed_settings
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
@@ -98,7 +98,7 @@ def settings_from_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path} should hold a mapping of settings to values, not {type(values).__name__}")
     try:
-        check_setting_types(values)
+        values = typed_settings(values)
     except ConfigError as error:
         raise ConfigError(f"--config {path}: {error}") from None
     return {key: value for key, value in upgrade_settings(values).items() if key not in RECORDS}

@@ -251,17 +251,33 @@ class RunConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_OVERRIDES and v is not None}
 
 
-def check_setting_types(values: dict[str, Any]) -> None:
-    """ConfigError naming the first key that is no setting of :class:`RunConfig` (nor one of its
-    :data:`RECORDS`) or whose value has the wrong JSON type (an integer passes for a number)."""
+def typed_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (read from JSON or YAML) checked against the types of :class:`RunConfig`'s fields, with an
+    integer where a number is wanted made a float (as the flags make it); its :data:`RECORDS` pass
+    unchecked. ConfigError naming the first key that is no setting or holds a value of another type."""
     hints = typing.get_type_hints(RunConfig)
+    typed = {}
     for key, value in values.items():
         if key in RECORDS:
+            typed[key] = value
             continue
         if key not in hints:
             raise ConfigError(f"unknown setting {key!r}")
         if not _has_type(value, hints[key]):
             raise ConfigError(f"{key} must be {_type_words(hints[key])}, got {value!r}")
+        typed[key] = _as_floats(value, hints[key])
+    return typed
+
+
+def _as_floats(value: Any, hint: Any) -> Any:
+    """``value`` (of type ``hint``) with its integers made floats where ``hint`` wants numbers, not integers."""
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if isinstance(value, list):
+        items = next((typing.get_args(kind)[0] for kind in kinds if typing.get_origin(kind) is list), None)
+        return [float(item) for item in value] if items is float else value
+    if isinstance(value, int) and not isinstance(value, bool) and float in kinds and int not in kinds:
+        return float(value)
+    return value
 
 
 def _has_type(value: Any, hint: Any) -> bool:
@@ -307,6 +323,6 @@ __all__ = [
     "RECORDS",
     "RESUMABLE_OVERRIDES",
     "RunConfig",
-    "check_setting_types",
     "parse_spectrum",
+    "typed_settings",
 ]
