@@ -115,13 +115,16 @@ def test_metrics_scored_one_at_a_time_accumulate_for_the_same_step_and_seed(run)
 
 
 def test_every_per_factor_score_is_keyed_by_the_datasets_factor_names(run):
-    evaluate_paths([run], seed=13, protocols=protocols_with(TINY, ["mig", "sap_score", "dci"]))
+    evaluate_paths([run], seed=13, protocols=protocols_with(TINY, ["mig", "sap_score"]))
     saved = json.loads((run / SCORES_FILE).read_text())
     assert saved["factor_names"] == DSPRITES_FACTORS
-    per_factor = ("mig_per_factor", "sap_per_factor", "informativeness_per_factor")
-    keyed = [values[key] for values in saved["scores"].values() for key in per_factor if key in values]
-    assert len(keyed) == 3 and all(list(scores) == DSPRITES_FACTORS for scores in keyed)
+    keyed = [saved["scores"]["mig"]["mig_per_factor"], saved["scores"]["sap_score"]["sap_per_factor"]]
+    assert all(list(scores) == DSPRITES_FACTORS for scores in keyed)
     assert all(value is None or 0 <= value <= 1 for value in saved["scores"]["mig"]["mig_per_factor"].values())
+    dci = {"informativeness_per_factor": [0.5, 0.6], "importance_matrix": [[0.1, 0.2]], "undefined": {}}
+    assert scoring.keyed_by_factor(dci, ["a", "b"]) == dci | {"informativeness_per_factor": {"a": 0.5, "b": 0.6}}
+    with pytest.raises(ValueError, match="informativeness_per_factor has 2 scores for 3 factors"):
+        scoring.keyed_by_factor(dci, ["a", "b", "c"])
 
 
 def test_a_metrics_json_with_per_factor_lists_is_still_read_and_keyed_when_metrics_join_it(run):

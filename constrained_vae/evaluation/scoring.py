@@ -192,7 +192,7 @@ def skip_reason(config: RunConfig) -> str | None:
     )
 
 
-def _versions() -> dict[str, str]:
+def _versions() -> dict[str, Any]:
     return folder.versions() | {"scikit-learn": sklearn.__version__, "numpy": np.__version__}
 
 
