@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from constrained_vae.analysis.sweep_table import run_row
+from constrained_vae.data.dsprites import FACTOR_NAMES as DSPRITES_FACTORS
 from constrained_vae.errors import ConfigError, RunFolderError
 from constrained_vae.evaluation import scoring
 from constrained_vae.evaluation.scoring import (
@@ -29,7 +31,7 @@ from constrained_vae.evaluation.scoring import (
     protocols_with,
     small_sample_note,
 )
-from constrained_vae.plots.run_figures import write_figures
+from constrained_vae.plots.run_figures import plot_reconstructions, write_figures
 from constrained_vae.run.folder import SCORES_FILE
 from constrained_vae.run.loop import train
 from constrained_vae.run.settings import RunConfig
@@ -151,6 +153,34 @@ def test_each_metric_needs_a_handful_of_points_per_class_or_bin():
     assert small_sample_note("mig", {"num_train": 99, "num_bins": 20}, sizes).startswith("num_train = 99 < 100")
     assert small_sample_note("betavae_score", {"num_train": 25, "num_eval": 24}, sizes).startswith("num_eval = 24")
     assert all(small_sample_note(n, p, sizes) is None for n, p in protocols_with().items())  # published sizes
+
+
+def test_every_per_factor_score_is_keyed_by_the_datasets_factor_names(run):
+    evaluate_paths([run], seed=13, protocols=protocols_with(TINY, ["mig", "sap_score"]))
+    saved = json.loads((run / SCORES_FILE).read_text())
+    assert saved["factor_names"] == DSPRITES_FACTORS
+    keyed = [saved["scores"]["mig"]["mig_per_factor"], saved["scores"]["sap_score"]["sap_per_factor"]]
+    assert all(list(scores) == DSPRITES_FACTORS for scores in keyed)
+    assert all(value is None or 0 <= value <= 1 for value in saved["scores"]["mig"]["mig_per_factor"].values())
+    dci = {"informativeness_per_factor": [0.5, 0.6], "importance_matrix": [[0.1, 0.2]], "undefined": {}}
+    assert scoring.keyed_by_factor(dci, ["a", "b"]) == dci | {"informativeness_per_factor": {"a": 0.5, "b": 0.6}}
+    with pytest.raises(ValueError, match="informativeness_per_factor has 2 scores for 3 factors"):
+        scoring.keyed_by_factor(dci, ["a", "b", "c"])
+
+
+def test_a_metrics_json_with_per_factor_lists_is_still_read_and_keyed_when_metrics_join_it(run):
+    step = evaluate_run(run, seed=14, protocols=protocols_with(TINY, ["mig"]))["step"]
+    old = {"mig": {"mig": 0.25, "mig_per_factor": [0.1, 0.2, 0.3, 0.4, 0.25], "num_bins": 20}}
+    (run / SCORES_FILE).write_text(json.dumps({"scores": old, "protocols": {"mig": {}}, "seed": 14, "step": step}))
+    row, _ = run_row(run)  # the sweep table reads the old file as before
+    assert row["mig.mig"] == 0.25
+    assert scoring.keyed_by_factor(old["mig"], DSPRITES_FACTORS)["mig_per_factor"]["pos_x"] == 0.4
+    evaluate_paths([run], seed=14, protocols=protocols_with(TINY, ["sap_score"]))
+    saved = json.loads((run / SCORES_FILE).read_text())
+    assert saved["scores"]["mig"]["mig_per_factor"] == dict(
+        zip(DSPRITES_FACTORS, [0.1, 0.2, 0.3, 0.4, 0.25], strict=True)
+    )
+    assert list(saved["scores"]["sap_score"]["sap_per_factor"]) == DSPRITES_FACTORS
 
 
 def test_protocol_overrides_reach_every_metric_with_that_setting():
@@ -290,6 +320,50 @@ def test_traversals_have_a_row_per_latent_and_the_figures_cli_prints_the_paths(r
     # 4 latent dimensions → the traversal figure is wider than tall
     height, width = matplotlib.image.imread(run / "figures" / "latent_traversals.png").shape[:2]
     assert width > height
+
+
+def test_the_figures_cli_writes_pdf_or_png_at_the_dpi_asked(run, capsys):
+    main = load_script("analysis/figures.py").main
+    assert main([str(run), "--num-kl-images", "16", "--format", "pdf"]) == 0
+    for name in FIGURES:
+        assert (run / "figures" / name).with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    assert main([str(run), "--num-kl-images", "16", "--dpi", "75"]) == 0
+    small = matplotlib.image.imread(run / "figures" / "kl_per_dimension.png").shape
+    assert main([str(run), "--num-kl-images", "16"]) == 0  # the default, 150
+    default = matplotlib.image.imread(run / "figures" / "kl_per_dimension.png").shape
+    assert 1.9 < default[0] / small[0] < 2.1 and 1.9 < default[1] / small[1] < 2.1, (default, small)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dpi", "0"], "--dpi must be an integer from 1 to 1200, got 0"),
+        (["--dpi", "5000"], "--dpi must be an integer from 1 to 1200, got 5000"),
+        (["--dpi", "1.5"], "invalid int value"),
+        (["--format", "svg"], "invalid choice: 'svg'"),
+    ],
+)
+def test_a_bad_dpi_or_format_is_one_line_error_and_no_figure_is_written(run, capsys, flags, message):
+    def written() -> dict:
+        return {path: path.stat().st_mtime_ns for path in (run / "figures").glob("*")}
+
+    before = written()
+    try:
+        code = load_script("analysis/figures.py").main([str(run), *flags])
+    except SystemExit as exited:  # refused by the parser
+        code = exited.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert written() == before
+
+
+def test_the_reconstructions_figure_says_its_nll_is_of_its_images_at_the_posterior_mean():
+    images = np.random.default_rng(0).random((6, 8, 8))
+    figure = plot_reconstructions(images, images, nll=123.4)
+    (ax,) = figure.axes[:1]
+    text = ax.get_title() + " " + ax.get_xlabel()
+    assert "posterior mean" in text and "these 6 images decoded at z = μ: 123.4 nats per image" in text
+    assert "not the run's tail NLL" in text
 
 
 def test_figures_of_non_image_data_are_the_kl_chart_only(sweep):

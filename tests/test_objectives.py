@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import example, given
 
+from constrained_vae.core import dual
 from constrained_vae.core.likelihoods import BernoulliLikelihood, GaussianLikelihood
 from constrained_vae.core.models import build_vae
 from constrained_vae.core.objectives import KLConstrainedProblem, objective_settings, vae_terms
@@ -133,3 +134,10 @@ def test_vae_terms_are_in_nats_per_sample():
     nll, kl = vae_terms(model, GaussianLikelihood(1.0), x)
     assert nll.item() == pytest.approx(4 * 0.5 * torch.log(torch.tensor(2 * torch.pi)).item(), rel=1e-6)
     assert kl.item() >= 0
+
+
+def test_the_constrained_problems_own_default_rule_is_the_projects_default():
+    model = build_vae("mlp", (16,), latent_dim=2)
+    problem = KLConstrainedProblem(model, BernoulliLikelihood(), epsilon=1.0)
+    assert dual.DEFAULT_UPDATE == "log"
+    assert problem.update == dual.DualUpdate.parse(dual.DEFAULT_UPDATE)

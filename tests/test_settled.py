@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from analysis_testing import script
 
@@ -17,6 +18,7 @@ from constrained_vae.analysis.epsilon_beta import estimate_beta
 from constrained_vae.analysis.sweep_table import load_sweep
 from constrained_vae.cli.run import format_summary, run_main
 from constrained_vae.core.linear_gaussian import beta_for_rate, distortion, rate
+from constrained_vae.plots.tradeoff import write_tradeoff_analysis
 from constrained_vae.run import folder
 from constrained_vae.run.settings import RunConfig
 from constrained_vae.run.summary import SETTLE_TOLERANCE, multiplier_drift, summarise
@@ -158,6 +160,13 @@ def sweep_dir(tmp_path_factory) -> Path:
         config = dataclasses.replace(LG, beta=beta)
         write_run(sweep / f"beta{beta:g}-seed0", config, rate(beta, SPECTRUM), distortion(beta, SPECTRUM), [beta] * 60)
     return sweep
+
+
+def test_tradeoff_csv_says_where_lambda_was_still_moving_and_where_the_budget_was_inactive(sweep_dir):
+    write_tradeoff_analysis(load_sweep(sweep_dir))
+    csv = pd.read_csv(sweep_dir / "analysis" / "tradeoff.csv").set_index("epsilon")
+    assert csv["multiplier_settled"].to_dict() == {0.5: True, 1.0: False, 2.0: True, 8.0: True}
+    assert csv["constraint_inactive"].to_dict() == {0.5: False, 1.0: False, 2.0: False, 8.0: True}
 
 
 def test_epsilon_to_beta_says_lambda_still_moving(sweep_dir, capsys):

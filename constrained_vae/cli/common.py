@@ -8,11 +8,17 @@ a checkpoint and exits with status 130.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
 
 from constrained_vae.errors import ConfigError
-from constrained_vae.run.settings import DATASET_DEFAULTS, IMAGE_DEFAULTS, RunConfig
+from constrained_vae.run.migrations import upgrade_settings
+from constrained_vae.run.settings import DATASET_DEFAULTS, IMAGE_DEFAULTS, RECORDS, RunConfig, typed_settings
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
@@ -65,3 +71,38 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     """The RunConfig fields the user gave on the command line (others are None)."""
     names = RunConfig.__dataclass_fields__
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, except that ``5e-4`` (no decimal point) is a number, as in JSON, not a string."""
+
+
+_SettingsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def settings_from_file(path: str | Path) -> dict[str, Any]:
+    """The RunConfig settings in a JSON (``.json``) or YAML (``.yaml``, ``.yml``) file of the keys
+    ``config.json`` holds, so that a run's own ``config.json`` starts the same run; its records
+    (:data:`~constrained_vae.run.settings.RECORDS`: the mode and provenance) are left out, and a
+    ``config.json`` of an older version is read as that version ran it. ConfigError naming the file
+    (and the key) for anything else."""
+    path = Path(path)
+    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ConfigError(f"--config {path}: expected a .json, .yaml or .yml file")
+    try:
+        text = path.read_text()
+        values = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, _SettingsLoader)
+    except OSError as error:
+        raise ConfigError(f"--config {path}: cannot be read ({error.strerror or error})") from None
+    except (ValueError, yaml.YAMLError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = " ".join(str(error).split())
+        raise ConfigError(f"--config {path} is not valid {path.suffix[1:].upper()}: {reason}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path} should hold a mapping of settings to values, not {type(values).__name__}")
+    try:
+        values = typed_settings(values)
+    except ConfigError as error:
+        raise ConfigError(f"--config {path}: {error}") from None
+    return {key: value for key, value in upgrade_settings(values).items() if key not in RECORDS}

@@ -1,4 +1,4 @@
-"""``analysis/figures.py``: the β-VAE paper's figures of a trained run, as PNG files in RUN/figures/.
+"""``analysis/figures.py``: the β-VAE paper's figures of a trained run, as PNG (or PDF) files in RUN/figures/.
 
 Latent traversals (rows ordered by KL), reconstructions beside originals, samples from the
 prior, and the KL of each latent dimension in nats.
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.errors import UserInputError
+from constrained_vae.plots.figure import DPI, FORMATS, MAX_DPI
 from constrained_vae.plots.run_figures import write_figures
 from constrained_vae.run.device import resolve_device
 from constrained_vae.run.settings import DEVICES
@@ -24,10 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="picks the images shown and the prior samples")
     parser.add_argument("--num-kl-images", type=int, default=1024, help="images averaged for the KL per dimension")
     parser.add_argument("--device", default="cpu", choices=DEVICES, help="default cpu; auto: CUDA if available")
+    parser.add_argument("--format", default="png", choices=FORMATS, help="file format (default: png)")
+    parser.add_argument("--dpi", type=int, default=DPI, help=f"pixels per inch, 1 to {MAX_DPI} (default: {DPI})")
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device).type  # `cuda` without a GPU: a ConfigError, one line
-        paths = write_figures(args.run, seed=args.seed, num_kl_observations=args.num_kl_images, device=device)
+        output = dict(formats=(args.format,), dpi=args.dpi)
+        paths = write_figures(args.run, seed=args.seed, num_kl_observations=args.num_kl_images, device=device, **output)
     except (UserInputError, ValueError) as error:
         return user_error(error)
     print("wrote:\n" + "\n".join(f"  {path}" for path in paths))

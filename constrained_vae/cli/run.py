@@ -15,6 +15,7 @@ from constrained_vae.cli.common import (
     ArgumentParser,
     dataset_default,
     settings_from_args,
+    settings_from_file,
     user_error,
 )
 from constrained_vae.core import dual
@@ -171,6 +172,12 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="new run folder (default: runs/<dataset>-<eps|beta>-seed<s>-<time>)")
     parser.add_argument("--resume", metavar="RUN", help="continue this run from its checkpoint")
     parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start a new run from a JSON or YAML file of settings, the keys config.json holds "
+        "(--config RUN/config.json repeats that run); flags given override the file's settings",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads (default: torch's, one per core; where other jobs share the cores, 1 can be "
@@ -185,6 +192,10 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     args = run_parser().parse_args(argv)
     settings = settings_from_args(args)
     try:
+        if args.config:
+            if args.resume:
+                raise UserInputError("--config starts a new run; a resumed run (--resume) reads its own config.json")
+            settings = settings_from_file(args.config) | settings  # a flag given overrides the file
         if args.resume:
             if args.out and Path(args.out) != Path(args.resume):
                 raise UserInputError("give either --out (a new run) or --resume (an existing one), not both")

@@ -18,6 +18,7 @@ from constrained_vae.cli.common import (
     ArgumentParser,
     dataset_default,
     settings_from_args,
+    settings_from_file,
     user_error,
 )
 from constrained_vae.cli.run import add_run_arguments
@@ -70,6 +71,13 @@ def sweep_parser() -> argparse.ArgumentParser:
     sweep = parser.add_argument_group("sweep")
     sweep.add_argument("--out", required=True, metavar="SWEEP", help="the sweep folder (new, or one to finish)")
     sweep.add_argument("--steps", type=int, help=f"optimisation steps of every point; {dataset_default('steps')}")
+    sweep.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the run settings of every point from a JSON or YAML file, the keys config.json holds (--config "
+        "RUN/config.json sweeps that run's settings); its epsilon, beta and seed are left out (the grid flags "
+        "give them), and flags given override the file",
+    )
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray_group = parser.add_argument_group("where the points train (in banks, on Ray or in this process)")
     ray_group.add_argument(
@@ -137,8 +145,10 @@ def grid_from_args(args: argparse.Namespace) -> Grid:
 
 
 def run_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The RunConfig fields given on the command line, the grid's left out."""
-    return {key: value for key, value in settings_from_args(args).items() if key not in GRID_FIELDS}
+    """The RunConfig fields given on the command line over those of ``--config FILE``, the grid's left out;
+    ConfigError for a bad file."""
+    settings = (settings_from_file(args.config) if args.config else {}) | settings_from_args(args)
+    return {key: value for key, value in settings.items() if key not in GRID_FIELDS}
 
 
 def check_sweep_arguments(argv: Sequence[str]) -> None:
@@ -161,8 +171,9 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = sweep_parser().parse_args(argv)
-    grid, settings, command = grid_from_args(args), run_settings_from_args(args), [PROG, *argv]
+    grid, command = grid_from_args(args), [PROG, *argv]
     try:
+        settings = run_settings_from_args(args)
         resources = resources_from_args(args, settings)
         plan_sweep(args.out, grid, settings, command)  # bad input is refused before the folder is touched
         with locks.hold(args.out):

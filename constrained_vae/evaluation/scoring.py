@@ -6,9 +6,16 @@
 and writes ``RUN/metrics.json`` atomically::
 
     {"scores": {"betavae_score": {"train_accuracy": …, "eval_accuracy": …}, "factorvae_score": {…},
-                "mig": {"mig": …, "mig_per_factor": […]}, "dci": {"disentanglement": …, …}},
+                "mig": {"mig": …, "mig_per_factor": {"shape": …, "scale": …, …}}, "dci": {"disentanglement": …, …}},
      "protocols": {metric: {setting: value}}, "notes": {metric: "…"}, "seed": 0, "step": 3000, "dataset": "dsprites",
-     "representation": "posterior mean", "seconds": {metric: s}, "versions": {…}}
+     "factor_names": ["shape", "scale", …], "representation": "posterior mean", "seconds": {metric: s},
+     "versions": {…}}
+
+Every per-factor score (a key holding ``per_factor``: ``mig_per_factor``, ``sap_per_factor``,
+``informativeness_per_factor``, ``explicitness_per_factor_test``, …) maps the dataset's factor
+names to scores, in the dataset's factor order (files written before held a list in that order:
+:func:`keyed_by_factor` reads both); matrices (``importance_matrix``, ``score_matrix``) stay
+``[code][factor]`` lists.
 
 A protocol too small for a score to mean anything (:func:`small_sample_note`) is scored all the same,
 with a ``warning:`` and its note under ``notes`` (metric → words). A score the metric could not
@@ -222,7 +229,7 @@ def skip_reason(config: RunConfig) -> str | None:
     )
 
 
-def _versions() -> dict[str, str]:
+def _versions() -> dict[str, Any]:
     return folder.versions() | {"scikit-learn": sklearn.__version__, "numpy": np.__version__}
 
 
@@ -236,6 +243,18 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def keyed_by_factor(scores: dict[str, Any], factor_names: Sequence[str]) -> dict[str, Any]:
+    """A metric's ``scores`` with each per-factor list (a key holding ``per_factor``) as a mapping from
+    ``factor_names`` to its scores; a mapping already is kept. ValueError for a list of another length."""
+    keyed = dict(scores)
+    for key, value in scores.items():
+        if "per_factor" in key and isinstance(value, list):
+            if len(value) != len(factor_names):
+                raise ValueError(f"{key} has {len(value)} scores for {len(factor_names)} factors {list(factor_names)}")
+            keyed[key] = dict(zip(factor_names, value, strict=True))
+    return keyed
 
 
 def evaluate_run(
@@ -266,7 +285,8 @@ def evaluate_run(
                 log(f"warning: {run_dir}: {name}: {note}")
         started = time.perf_counter()
         reseed_observations(trainee.dataset, seed)
-        scores[name] = json_ready(METRICS[name](representation, trainee.dataset, seed=seed, **settings))
+        result = METRICS[name](representation, trainee.dataset, seed=seed, **settings)
+        scores[name] = json_ready(keyed_by_factor(result, trainee.dataset.factor_names))
         seconds[name] = round(time.perf_counter() - started, 3)
         if log is not None:
             log(f"{run_dir}: {name} done in {seconds[name]:.1f} s")
@@ -277,6 +297,7 @@ def evaluate_run(
         "seed": seed,
         "step": trainee.step,
         "dataset": trainee.config.dataset,
+        "factor_names": list(trainee.dataset.factor_names),
         "representation": "posterior mean",
         "seconds": seconds,
         "versions": _versions(),
@@ -285,13 +306,21 @@ def evaluate_run(
 
 def merged_with_previous(result: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
     """``result`` plus the metrics that only ``previous`` holds, when ``previous`` scored the same
-    checkpoint step with the same seed (so that metrics can be computed one at a time)."""
+    checkpoint step with the same seed (so that metrics can be computed one at a time); their
+    per-factor lists, from files written before they were keyed, are keyed by ``result``'s factor names."""
     if not previous or previous.get("step") != result["step"] or previous.get("seed") != result["seed"]:
         return result
     merged = dict(result)
     for part in ("scores", "protocols", "seconds", "notes"):  # a metric scored now replaces all it had
         kept = {k: v for k, v in (previous.get(part) or {}).items() if k not in result["scores"]}
         merged[part] = {**kept, **result.get(part, {})}
+    names = result.get("factor_names")
+    for metric, scores in previous.get("scores", {}).items():
+        if names is not None and metric not in result["scores"] and isinstance(scores, dict):
+            try:
+                merged["scores"][metric] = keyed_by_factor(scores, names)
+            except ValueError:  # not this dataset's factors: kept as it was written
+                pass
     return merged
 
 
@@ -401,6 +430,7 @@ __all__ = [
     "format_table",
     "is_run_folder",
     "json_ready",
+    "keyed_by_factor",
     "posterior_mean_fn",
     "protocols_with",
     "skip_reason",

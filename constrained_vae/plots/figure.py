@@ -14,7 +14,11 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-DPI = 150  # pixels per inch of every saved figure
+from constrained_vae.errors import ConfigError
+
+DPI = 150  # pixels per inch of a saved figure, unless asked otherwise
+MAX_DPI = 1200  # a print shop's finest; more only makes huge files of the same figure
+FORMATS = ("png", "pdf")
 
 
 def new_figure(**options: Any) -> Figure:
@@ -24,10 +28,22 @@ def new_figure(**options: Any) -> Figure:
     return figure
 
 
-def save_figure(figure: Figure, path: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
-    """Write ``figure`` as ``path`` with each suffix of ``formats`` (``.png``, ``.pdf``); the paths written."""
+def check_output(formats: Sequence[str], dpi: int) -> None:
+    """ConfigError unless each of ``formats`` is one of :data:`FORMATS` and ``dpi`` an integer from 1 to
+    :data:`MAX_DPI`."""
+    for suffix in formats:
+        if suffix not in FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {suffix!r}")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 1 <= dpi <= MAX_DPI:
+        raise ConfigError(f"--dpi must be an integer from 1 to {MAX_DPI}, got {dpi}")
+
+
+def save_figure(figure: Figure, path: str | Path, formats: Sequence[str] = ("png",), dpi: int = DPI) -> list[Path]:
+    """Write ``figure`` as ``path`` with each suffix of ``formats`` (``.png``, ``.pdf``) at ``dpi`` pixels per
+    inch (a PDF's images are rasterised at it); the paths written."""
+    check_output(formats, dpi)
     path = Path(path)
     paths = [path.with_suffix(f".{suffix}") for suffix in formats]
     for target in paths:
-        figure.savefig(target, dpi=DPI, bbox_inches="tight")
+        figure.savefig(target, dpi=dpi, bbox_inches="tight")
     return paths

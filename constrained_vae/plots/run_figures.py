@@ -1,9 +1,10 @@
-"""The β-VAE paper's figures of one trained run, as PNG files in ``RUN/figures/``.
+"""The β-VAE paper's figures of one trained run, as PNG (or PDF) files in ``RUN/figures/``.
 
 - ``latent_traversals.png``: each latent dimension swept over −3…3 (±3 prior standard
   deviations) with the others held at a seed image's posterior mean; rows ordered by the
   dimension's average KL, which each row's label gives (Higgins et al. 2017, Fig. 1, 7);
-- ``reconstructions.png``: originals above their reconstructions (decoded posterior mean);
+- ``reconstructions.png``: originals above their reconstructions (decoded posterior mean), with the
+  NLL of those images at their posterior means (not the run's tail NLL, which samples z);
 - ``prior_samples.png``: decoded samples z ~ N(0, I);
 - ``kl_per_dimension.png``: the average KL of each latent dimension in nats (which carry information).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.axes
 import matplotlib.image
@@ -25,7 +27,7 @@ import torch
 from matplotlib.figure import Figure
 from mpl_toolkits.axes_grid1 import make_axes_locatable
 
-from constrained_vae.plots.figure import new_figure, save_figure
+from constrained_vae.plots.figure import DPI, check_output, new_figure, save_figure
 from constrained_vae.run import locks
 from constrained_vae.run.images import (
     GAP_PX,
@@ -108,7 +110,8 @@ def plot_traversals(
 
 
 def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, nll: float) -> Figure:
-    """Originals (top row) above their reconstructions (bottom row), ``[n, H, W(, 3)]`` each."""
+    """Originals (top row) above their reconstructions (bottom row), ``[n, H, W(, 3)]`` each; ``nll`` (nats per
+    image) is the mean NLL of these originals decoded at their posterior means, which the caption says."""
     n, height = originals.shape[0], originals.shape[1]
     fig = new_figure(figsize=(1.2 + 0.8 * n, 2.6))
     ax = fig.subplots()
@@ -117,9 +120,12 @@ def plot_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, nll
     ax.set_yticklabels(["original", "reconstruction"], fontsize=9)
     ax.set_xticks([])
     ax.tick_params(length=0)
-    ax.set_title(
-        f"Reconstructions: decoder mean at the posterior mean (NLL {nll:.1f} nats per image, mean of these {n})",
-        fontsize=10,
+    ax.set_title("Reconstructions: decoder mean at the posterior mean z = μ(x)", fontsize=10)
+    # Which NLL this is: these images' at z = μ, not summary.json's (training batches, z ~ q(z|x)).
+    ax.set_xlabel(
+        f"NLL of these {n} images decoded at z = μ: {nll:.1f} nats per image\n"
+        "(not the run's tail NLL in summary.json, a mean over training batches with z ~ q(z|x))",
+        fontsize=8,
     )
     _pixel_colorbar(fig, shown, ax, "pixel value / probability")
     return fig
@@ -197,8 +203,11 @@ def write_figures(
     num_reconstructions: int = 10,
     num_prior_samples: int = 64,
     device: str = "cpu",
+    formats: Sequence[str] = ("png",),
+    dpi: int = DPI,
 ) -> list[Path]:
-    """Write the figures of a trained run into ``RUN/figures/`` and return their paths.
+    """Write the figures of a trained run into ``RUN/figures/``, in each of ``formats`` at ``dpi``
+    pixels per inch, and return their paths.
 
     ``num_kl_observations`` random observations give each dimension's average KL (nats); the
     first of them is the traversal seed image and the first ``num_reconstructions`` are the
@@ -215,9 +224,11 @@ def write_figures(
     for name, value in counts.items():
         if value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value}")
+    check_output(formats, dpi)
     trainee = load_run(run_dir, device=device)
     with locks.hold(run_dir):
-        return _write_figures(trainee, Path(run_dir) / FIGURES_DIR, seed, traversal_limit, **counts)
+        output = dict(formats=tuple(formats), dpi=dpi)
+        return _write_figures(trainee, Path(run_dir) / FIGURES_DIR, seed, traversal_limit, output, **counts)
 
 
 def _write_figures(
@@ -225,6 +236,7 @@ def _write_figures(
     out_dir: Path,
     seed: int,
     traversal_limit: float,
+    output: dict[str, Any],
     *,
     num_kl_observations: int,
     traversal_steps: int,
@@ -236,18 +248,19 @@ def _write_figures(
     observations = draw_observations(trainee.dataset, num_kl_observations, seed)
     mu, log_var = encode(model, observations)
     kl = kl_per_dimension(mu, log_var)
-    paths = save_figure(plot_kl_per_dimension(kl, num_kl_observations, _budget(config)), out_dir / "kl_per_dimension")
+    figure = plot_kl_per_dimension(kl, num_kl_observations, _budget(config))
+    paths = save_figure(figure, out_dir / "kl_per_dimension", **output)
     shape = image_shape(tuple(trainee.dataset.sample_shape), config.likelihood)
     if shape is None:
         return paths
     figure = _traversal_figure(model, likelihood, observations, mu, kl, shape, traversal_steps, traversal_limit)
-    paths += save_figure(figure, out_dir / "latent_traversals")
+    paths += save_figure(figure, out_dir / "latent_traversals", **output)
     originals, means = observations[:num_reconstructions], mu[:num_reconstructions]
     paths += save_figure(
-        _reconstruction_figure(model, likelihood, originals, means, shape), out_dir / "reconstructions"
+        _reconstruction_figure(model, likelihood, originals, means, shape), out_dir / "reconstructions", **output
     )
     paths += save_figure(
-        _prior_sample_figure(model, likelihood, num_prior_samples, seed, shape), out_dir / "prior_samples"
+        _prior_sample_figure(model, likelihood, num_prior_samples, seed, shape), out_dir / "prior_samples", **output
     )
     return paths
 

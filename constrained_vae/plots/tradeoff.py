@@ -49,6 +49,8 @@ TABLE_COLUMNS = [
     *("epsilon", "beta_dual", "beta_dual_std", "beta_inverse_fixed", "beta_inverse_fixed_std"),
     *("beta_slope", "beta_slope_std", "beta_closed_form", "error_dual", "error_inverse_fixed", "error_slope"),
     *("n_seeds", "kl", "nll", "constraint_satisfied", "constraint_met"),
+    # λ of the runs the dual estimate rests on: settled (empty where their summaries do not say), inactive budget
+    *("multiplier_settled", "constraint_inactive"),
 ]
 
 

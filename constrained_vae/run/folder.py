@@ -1,6 +1,9 @@
 """The run folder: the one place that reads and writes it.
 
-    RUN/config.json    every setting, including seed and versions (CONFIG_FILE)
+    RUN/config.json    every setting, including seed, and provenance (CONFIG_FILE): ``versions`` (the
+                       package's, torch's, cooper's, Python's, and the git commit it ran from, with
+                       ``git_dirty``; both null outside a checkout) as created, and ``resumes``: one
+                       entry per resume, the step it resumed from and the versions it resumed with
     RUN/metrics.csv    the training log: one row per logged step (TRAINING_LOG, TRAINING_LOG_COLUMNS)
     RUN/summary.json   final and tail-averaged figures (SUMMARY_FILE, :mod:`constrained_vae.run.summary`)
     RUN/checkpoint.pt  model, optimizers, multiplier, RNG states, step (CHECKPOINT_FILE)
@@ -53,17 +56,21 @@ TRAINING_LOG_COLUMNS = ("step", "nll", "kl", "loss", "multiplier", "epsilon", "s
 UNSAFE_GLOBAL = re.compile(r"unsupported global:? (?:GLOBAL )?(\S+)", re.I)
 
 
-def versions() -> dict[str, str]:
-    """Versions of what determines a run's numbers."""
+def versions() -> dict[str, Any]:
+    """Versions of what determines a run's numbers; ``git_commit`` and ``git_dirty`` are None
+    outside a git checkout (:func:`~constrained_vae.version.git_revision`)."""
     import cooper
 
-    from constrained_vae.version import __version__
+    from constrained_vae.version import __version__, this_revision
 
+    commit, dirty = this_revision()
     return {
         "constrained_vae": __version__,
         "torch": torch.__version__,
         "cooper": getattr(cooper, "__version__", "unknown"),
         "python": platform.python_version(),
+        "git_commit": commit,
+        "git_dirty": dirty,
     }
 
 
@@ -141,9 +148,15 @@ def read_config(run_dir: str | Path) -> RunConfig:
     return config
 
 
-def update_config(run_dir: Path, config: RunConfig) -> None:
-    """Rewrite ``config.json`` (a resumed run may change its steps or device)."""
-    atomic_write_json(Path(run_dir) / CONFIG_FILE, config.to_dict() | {"versions": versions()})
+def update_config(run_dir: Path, config: RunConfig, resumed_from: int) -> None:
+    """Rewrite ``config.json`` for a run resumed from its checkpoint at step ``resumed_from`` (it may change
+    its steps or device): the versions it was created with stay, and this resume's are appended to ``resumes``.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    recorded = json.loads(path.read_text())  # read_config has read it already
+    resumes = recorded.get("resumes") if isinstance(recorded.get("resumes"), list) else []
+    resume = {"step": resumed_from, **versions()}
+    atomic_write_json(path, config.to_dict() | {"versions": recorded.get("versions"), "resumes": [*resumes, resume]})
 
 
 def append_metrics(run_dir: Path, rows: Iterable[dict[str, float]]) -> None:

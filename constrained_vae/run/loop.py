@@ -65,7 +65,7 @@ def prepare(trainee: Trainee, run_dir: Path, *, resume: bool) -> bool:
         raise ConfigError(f"--steps {config.steps} is fewer than the {state['step']} steps the run has done")
     trainee.load_state_dict(state)
     folder.truncate_metrics(run_dir, trainee.step, config.log_every, config.steps)
-    folder.update_config(run_dir, config)
+    folder.update_config(run_dir, config, resumed_from=state["step"])
     return False
 
 

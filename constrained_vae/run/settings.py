@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +70,8 @@ RESUMABLE_OVERRIDES = ("steps", "device", "log_every", "checkpoint_every", "thre
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer; checkpoints store it as int64
 GENERATED_DATASET = "linear-gaussian"  # the dataset generated from the settings below
 GENERATED_DATA_SETTINGS = ("spectrum", "num_samples")
+# What config.json holds beside the settings: the objective's name and provenance (see run.folder); never read back.
+RECORDS = ("mode", "versions", "resumes")
 POSITIVE_INTEGERS = ("latent_dim", "steps", "batch_size", "num_samples", "log_every", "checkpoint_every", "threads")
 
 
@@ -276,7 +280,7 @@ class RunConfig:
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         values = upgrade_settings(values)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known - {"mode", "versions"}
+        unknown = set(values) - known - set(RECORDS)
         if unknown:
             raise ConfigError(f"unknown settings in config: {sorted(unknown)}")
         return cls(**{k: v for k, v in values.items() if k in known})
@@ -284,6 +288,60 @@ class RunConfig:
     def numerics(self) -> dict[str, Any]:
         """The settings that must match for a checkpoint to belong to this run (unused ones, None, left out)."""
         return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_OVERRIDES and v is not None}
+
+
+def typed_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (read from JSON or YAML) checked against the types of :class:`RunConfig`'s fields, with an
+    integer where a number is wanted made a float (as the flags make it); its :data:`RECORDS` pass
+    unchecked. ConfigError naming the first key that is no setting or holds a value of another type."""
+    hints = typing.get_type_hints(RunConfig)
+    typed = {}
+    for key, value in values.items():
+        if key in RECORDS:
+            typed[key] = value
+            continue
+        if key not in hints:
+            raise ConfigError(f"unknown setting {key!r}")
+        if not _has_type(value, hints[key]):
+            raise ConfigError(f"{key} must be {_type_words(hints[key])}, got {value!r}")
+        typed[key] = _as_floats(value, hints[key])
+    return typed
+
+
+def _as_floats(value: Any, hint: Any) -> Any:
+    """``value`` (of type ``hint``) with its integers made floats where ``hint`` wants numbers, not integers."""
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if isinstance(value, list):
+        items = next((typing.get_args(kind)[0] for kind in kinds if typing.get_origin(kind) is list), None)
+        return [float(item) for item in value] if items is float else value
+    if isinstance(value, int) and not isinstance(value, bool) and float in kinds and int not in kinds:
+        return float(value)
+    return value
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (read from JSON or YAML) is of the type ``hint`` (a RunConfig field's annotation)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_has_type(value, part) for part in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_has_type(item, typing.get_args(hint)[0]) for item in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_words(hint: Any) -> str:
+    """``float | None`` → ``a number or null``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_words(part) for part in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_words(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
+    words = {float: "a number", int: "an integer", str: "a string", bool: "true/false", type(None): "null"}
+    return words.get(hint, hint.__name__)
 
 
 def parse_spectrum(text: str) -> list[float]:
@@ -297,4 +355,13 @@ def parse_spectrum(text: str) -> list[float]:
     return values
 
 
-__all__ = ["DATASETS", "DATASET_DEFAULTS", "DEVICES", "RESUMABLE_OVERRIDES", "RunConfig", "parse_spectrum"]
+__all__ = [
+    "DATASETS",
+    "DATASET_DEFAULTS",
+    "DEVICES",
+    "RECORDS",
+    "RESUMABLE_OVERRIDES",
+    "RunConfig",
+    "parse_spectrum",
+    "typed_settings",
+]
