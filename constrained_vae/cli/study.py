@@ -270,6 +270,10 @@ def mib(value: float) -> int:
     return int(value * parts.MIB)
 
 
+def packing_from_args(args: argparse.Namespace) -> parts.Packing:
+    return parts.Packing(mib(args.piece_mib), mib(args.max_part_mib), args.codes_dtype)
+
+
 def packing_flags(args: argparse.Namespace) -> list[str]:
     return [
         "--piece-mib",
@@ -304,8 +308,7 @@ def plan_main(argv: Sequence[str]) -> int:
         args.score_seconds,
         args.max_parts,
         args.max_runs,
-        mib(args.max_part_mib),
-        mib(args.piece_mib),
+        packing_from_args(args),
     )
     return parts.plan_study_parts(
         args.out,
@@ -317,14 +320,13 @@ def plan_main(argv: Sequence[str]) -> int:
         prog=PROG,
         part_flags=[*evaluation_flags(args, parser), *packing_flags(args)],
         evaluation=evaluation_from_args(args),
-        codes_dtype=args.codes_dtype,
     )
 
 
 def part_main(argv: Sequence[str]) -> int:
     args, sweep_args = part_parser().parse_known_args(argv)
     work = args.work or str(Path(tempfile.gettempdir()) / "constrained-vae-parts")
-    packing = parts.Packing(mib(args.piece_mib), mib(args.max_part_mib), args.codes_dtype)
+    packing = packing_from_args(args)
     return parts.run_part(
         args.name,
         args.out,

@@ -245,6 +245,12 @@ def evaluate_run(
 CODE_DTYPES = ("float32", "float16")  # how a DCI sample's codes may be stored
 
 
+def check_codes_dtype(codes_dtype: str, flag: str = "--codes-dtype") -> None:
+    """ConfigError unless ``codes_dtype`` is one of :data:`CODE_DTYPES`."""
+    if codes_dtype not in CODE_DTYPES:
+        raise ConfigError(f"{flag} must be one of {', '.join(CODE_DTYPES)}, got {codes_dtype!r}")
+
+
 def dci_sample(
     run_dir: str | Path, protocol: dict[str, Any], *, seed: int = 0, device: str = "cpu", codes_dtype: str = "float32"
 ) -> dict[str, np.ndarray]:
@@ -256,8 +262,7 @@ def dci_sample(
     bits (half the bytes; DCI moves by ~1e-2 at most on small samples, tests/test_study_parts.py).
     Factor classes are stored as uint8 (every factor dataset has fewer than 256 classes per factor).
     """
-    if codes_dtype not in CODE_DTYPES:
-        raise ConfigError(f"codes dtype must be one of {', '.join(CODE_DTYPES)}, got {codes_dtype!r}")
+    check_codes_dtype(codes_dtype)
     trainee = load_run(run_dir, device=device)
     reason = skip_reason(trainee.config)
     if reason is not None or not isinstance(trainee.dataset, FactorDataset):

@@ -12,10 +12,10 @@ The commands (:mod:`constrained_vae.cli.study`):
    ``study.json``. A part is a sub-grid (β or ε values × seeds) trained as one bank and scored, within
    one command of ``command_seconds``: ``startup_seconds + n · (steps / steps_per_second + score_seconds)``,
    where ``steps_per_second`` is the bank's aggregate throughput (run-steps per second summed over its
-   members). Its packed output must fit ``part_bytes``: per run, the final weights (the checkpoint less
-   Adam's moments), DCI's sample of codes, the training log and the small JSON files. The fixed-β parts are
-   planned at once; the ε parts once every fixed-β part is imported (their matched ε are the KLs those
-   runs reached). The ε parts are budgeted beforehand at their most (every β matched to an ε of its own,
+   members). Its packed output must fit ``max_bytes`` (:class:`Packing`): per run, the final weights (the
+   checkpoint less Adam's moments), DCI's sample of codes, the training log and the small JSON files. The
+   fixed-β parts are planned at once; the ε parts once every fixed-β part is imported (their matched ε
+   are the KLs those runs reached). The ε parts are budgeted beforehand at their most (every β matched to an ε of its own,
    besides the extra ε). When ``max_parts`` cannot hold the requested steps, every run of the study is
    shortened alike to the most steps that fit (two significant digits), and the plan says so; seeds and
    points are never dropped.
@@ -50,7 +50,7 @@ import torch
 
 from constrained_vae.errors import ConfigError, SweepError, UserInputError
 from constrained_vae.evaluation.scoring import (
-    CODE_DTYPES,
+    check_codes_dtype,
     dci_from_sample,
     dci_sample,
     find_run_dirs,
@@ -119,13 +119,27 @@ class PartSweeps(SweepCommands, Protocol):
 
 
 @dataclass(frozen=True)
+class Packing:
+    """How a part's output is packed: pieces of ``piece_bytes``, ``max_bytes`` in all, codes as ``codes_dtype``."""
+
+    piece_bytes: int = int(DEFAULT_PIECE_MIB * MIB)
+    max_bytes: int = int(DEFAULT_PART_MIB * MIB)
+    codes_dtype: str = "float32"
+
+    def check(self) -> None:
+        """ConfigError naming the flag of the first bad value."""
+        check_piece_sizes(self.max_bytes, self.piece_bytes)
+        check_codes_dtype(self.codes_dtype)
+
+
+@dataclass(frozen=True)
 class PartBudget:
     """What one part may take: seconds of its command, bytes of its output; and what a run costs.
 
     ``steps_per_second``: a bank's aggregate throughput (run-steps per second summed over its members);
     ``startup_seconds``: a part's fixed cost; ``score_seconds``: one run's scoring (all but DCI);
     ``max_parts``: the parts the study may use (None: as many as it needs); ``max_runs``: runs per part;
-    ``part_bytes``: a part's packed output, cut into pieces of ``piece_bytes``.
+    ``packing``: how its output is packed, and the most bytes it may take.
     """
 
     steps_per_second: float = DEFAULT_STEPS_PER_SECOND
@@ -134,8 +148,7 @@ class PartBudget:
     score_seconds: float = DEFAULT_SCORE_SECONDS
     max_parts: int | None = None
     max_runs: int = DEFAULT_MAX_RUNS
-    part_bytes: int = int(DEFAULT_PART_MIB * MIB)
-    piece_bytes: int = int(DEFAULT_PIECE_MIB * MIB)
+    packing: Packing = Packing()
 
     def check(self) -> None:
         """ConfigError naming the flag of the first bad value."""
@@ -155,7 +168,7 @@ class PartBudget:
             raise ConfigError(f"--max-parts must be at least 2 (a fixed-β part and an ε part), got {self.max_parts}")
         if self.max_runs < 1:
             raise ConfigError(f"--max-runs must be a positive integer, got {self.max_runs}")
-        check_piece_sizes(self.part_bytes, self.piece_bytes)
+        self.packing.check()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,7 +194,7 @@ def runs_per_part(budget: PartBudget, steps: int, run_bytes: int) -> int:
     by_time = (
         math.floor((budget.command_seconds - budget.startup_seconds) / per_run) if per_run > 0 else budget.max_runs
     )
-    return max(0, min(by_time, budget.part_bytes // run_bytes, budget.max_runs))
+    return max(0, min(by_time, budget.packing.max_bytes // run_bytes, budget.max_runs))
 
 
 def chunks(items: Sequence, count: int) -> list[tuple]:
@@ -411,7 +424,6 @@ def plan_study_parts(
     prog: str,
     part_flags: Sequence[str],
     evaluation: StudyEvaluation | None,
-    codes_dtype: str = "float32",
     log: Callable[[str], None] = print,
 ) -> int:
     """Plan the study in parts in ``study_dir`` (see the module docstring) and print each part's command.
@@ -427,14 +439,12 @@ def plan_study_parts(
     if clashes:
         raise SweepError(f"{', '.join(clashes)}: the plan of parts sets these for each part")
     budget.check()
-    if codes_dtype not in CODE_DTYPES:
-        raise ConfigError(f"--codes-dtype must be one of {', '.join(CODE_DTYPES)}, got {codes_dtype!r}")
     fixed_probe = [*grid_args("fixed", plan.betas, plan.seeds), *fixed_beta_args(sweep_args)]
     local = ["--executor", "local", "--out", str(study_dir / SWEEP_DIR)]
     config = next(iter(sweeps.configs([*fixed_probe, *local]).values()))
     sweeps.check([*grid_args("constrained", plan.extra_epsilons or [1.0], plan.seeds), *sweep_args, *local])
     epsilon_bound = len(plan.betas) + len(plan.extra_epsilons)  # every β matched to an ε of its own, at most
-    run_bytes = estimate_run_bytes(config, evaluation, codes_dtype)
+    run_bytes = estimate_run_bytes(config, evaluation, budget.packing.codes_dtype)
     phases = [(len(plan.betas), len(plan.seeds)), (epsilon_bound, len(plan.seeds))]
     steps = fitting_steps(budget, config.steps, phases, run_bytes)
     request = {
@@ -459,7 +469,7 @@ def plan_study_parts(
         "run_bytes": run_bytes(steps),
         "runs_per_part": capacity,
         "evaluation": None if evaluation is None else {"protocols": evaluation.protocols, "seed": evaluation.seed},
-        "codes_dtype": codes_dtype,
+        "codes_dtype": budget.packing.codes_dtype,
         "request": request,
         "planned": planned_parts(request, "fixed", plan.betas, 1),
     }
@@ -513,20 +523,6 @@ def _replanned(
 
 
 # ---------------------------------------------------------------------------- one part, on the machine lent
-
-
-@dataclass(frozen=True)
-class Packing:
-    """How a part's output is packed: pieces of ``piece_bytes``, ``max_bytes`` in all, codes as ``codes_dtype``."""
-
-    piece_bytes: int = int(DEFAULT_PIECE_MIB * MIB)
-    max_bytes: int = int(DEFAULT_PART_MIB * MIB)
-    codes_dtype: str = "float32"
-
-    def check(self) -> None:
-        check_piece_sizes(self.max_bytes, self.piece_bytes)
-        if self.codes_dtype not in CODE_DTYPES:
-            raise ConfigError(f"--codes-dtype must be one of {', '.join(CODE_DTYPES)}, got {self.codes_dtype!r}")
 
 
 def run_part(
