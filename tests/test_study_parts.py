@@ -319,3 +319,18 @@ def test_dci_on_float16_codes_is_within_a_hundredth_of_dci_on_float32_codes():
         )
     for key in ("disentanglement", "completeness", "informativeness"):
         assert abs(scores[np.float16][key] - scores[np.float32][key]) <= 0.01, key
+
+
+def test_a_study_trained_whole_is_not_planned_or_imported_in_parts(tmp_path, capsys):
+    out = tmp_path / "study"
+    out.mkdir()
+    plan = {"betas": [1.0, 4.0], "extra_epsilons": [], "seeds": [0, 1]}
+    (out / STUDY_FILE).write_text(json.dumps({"command": [], "plan": plan, "sweep_args": [], "matched_epsilon": None}))
+    before = contents(out)
+    assert study.study_main(["plan", "--out", str(out), *TINY]) == 2
+    assert "holds a study trained whole" in capsys.readouterr().err
+    for command in (["import", "--out", str(out), str(tmp_path)], ["status", "--out", str(out)]):
+        assert study.study_main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: {out} holds no study planned in parts (experiments/study.py plan --help)"
+    assert contents(out) == before

@@ -347,9 +347,7 @@ def import_main(argv: Sequence[str]) -> int:
 
 def status_main(argv: Sequence[str]) -> int:
     args = status_parser().parse_args(argv)
-    record = parts.read_parts_study(Path(args.out))
-    if record is None or "parts" not in record:
-        raise UserInputError(f"{args.out} holds no study planned in parts (see {PROG} plan --help)")
+    record = parts.planned_study(Path(args.out))
     for line in parts.status_lines(record):
         print(line)
     return 0

@@ -10,15 +10,15 @@ The commands (:mod:`constrained_vae.cli.study`):
 
 1. **plan** (here): checks the study's flags as the whole study does, sizes the parts and writes
    ``study.json``. A part is a sub-grid (β or ε values × seeds) trained as one bank and scored, within
-   one command of ``command_seconds``: ``startup_seconds + n · (steps / steps_per_second + score_seconds)``,
-   where ``steps_per_second`` is the bank's aggregate throughput (run-steps per second summed over its
-   members). Its packed output must fit ``max_bytes`` (:class:`Packing`): per run, the final weights (the
-   checkpoint less Adam's moments), DCI's sample of codes, the training log and the small JSON files. The
-   fixed-β parts are planned at once; the ε parts once every fixed-β part is imported (their matched ε
-   are the KLs those runs reached). The ε parts are budgeted beforehand at their most (every β matched to an ε of its own,
-   besides the extra ε). When ``max_parts`` cannot hold the requested steps, every run of the study is
-   shortened alike to the most steps that fit (two significant digits), and the plan says so; seeds and
-   points are never dropped.
+   one command of ``command_seconds``: ``startup_seconds + n · (steps / steps_per_second +
+   score_seconds)``, where ``steps_per_second`` is the bank's aggregate throughput (run-steps per second
+   summed over its members). Its packed output must fit ``max_bytes`` (:class:`Packing`): per run, the
+   final weights (the checkpoint less Adam's moments), DCI's sample of codes, the training log and the
+   small JSON files. The fixed-β parts are planned at once; the ε parts once every fixed-β part is
+   imported (their matched ε are the KLs those runs reached). The ε parts are budgeted beforehand at
+   their most (every β matched to an ε of its own, besides the extra ε). When ``max_parts`` cannot hold
+   the requested steps, every run of the study is shortened alike to the most steps that fit (two
+   significant digits), and the plan says so; seeds and points are never dropped.
 2. **part** (on the machine lent): trains the part's runs in banks in its own process (no Ray), scores
    each on every metric but DCI, draws DCI's sample (the codes DCI would score, float32 by default: the
    posterior means exactly), and packs the runs into ``OUT/part-K.tar.NN`` pieces with a sha256 manifest
@@ -311,12 +311,20 @@ def parts_fault(parts: Any) -> str:
 
 
 def read_parts_study(study_dir: Path) -> dict[str, Any] | None:
-    """``study.json`` of a study in parts, checked; None when there is none."""
+    """``study.json``, checked, its parts too when it has them; None when there is none."""
 
     def fault(record: Any) -> str:
-        return study_fault(record) or parts_fault(record["parts"])
+        return study_fault(record) or (parts_fault(record["parts"]) if "parts" in record else "")
 
     return read_json_record(study_dir / STUDY_FILE, "study record", fault)
+
+
+def planned_study(study_dir: Path) -> dict[str, Any]:
+    """``study.json`` of a study planned in parts; SweepError when ``study_dir`` holds none."""
+    record = read_parts_study(study_dir)
+    if record is None or "parts" not in record:
+        raise SweepError(f"{study_dir} holds no study planned in parts (experiments/study.py plan --help)")
+    return record
 
 
 def phase_args(sweep_args: Sequence[str], phase: str) -> list[str]:
@@ -640,12 +648,10 @@ def import_parts(
     """Import the parts whose pieces ``paths`` hold into ``study_dir``, then compute the DCI still missing
     (unless not ``dci``); print where the study stands. 0, or SweepError (exit 2) for a part refused."""
     study_dir = Path(study_dir)
-    record = read_parts_study(study_dir)
-    if record is None:
-        raise SweepError(f"{study_dir} holds no {STUDY_FILE}; plan the study first (experiments/study.py plan)")
+    planned_study(study_dir)
     manifests = find_manifests(paths)
     with locks.hold(study_dir):
-        record = read_parts_study(study_dir) or record
+        record = planned_study(study_dir)
         for manifest in manifests:
             record = import_part(study_dir, record, manifest, log)
         if dci:
