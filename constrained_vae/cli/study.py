@@ -255,7 +255,12 @@ def import_parser() -> argparse.ArgumentParser:
         "and compute DCI from their saved codes. A refused part changes nothing; an imported one is skipped.",
     )
     parser.add_argument("--out", required=True, metavar="STUDY", help="the study folder (of `plan`)")
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="folders holding returned pieces, or their manifests")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="folders holding returned pieces, or their manifests (none: only the DCI still to compute)",
+    )
     parser.add_argument("--no-dci", action="store_true", help="import only; DCI on a later import")
     return parser
 

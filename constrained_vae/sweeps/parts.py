@@ -40,6 +40,7 @@ import math
 import re
 import shlex
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -494,7 +495,7 @@ def plan_study_parts(
         atomic_write_json(study_dir / STUDY_FILE, record)
     seconds = budget.startup_seconds + capacity * (steps / budget.steps_per_second + budget.score_seconds)
     log(
-        f"planned {study_dir}: {steps:,} steps per run, at most {capacity} runs per part "
+        f"planned {study_dir}: {steps:,} steps per run, at most {capacity} run(s) per part "
         f"(~{seconds:.0f} s of a {budget.command_seconds:g} s command at {budget.steps_per_second:g} run-steps/s, "
         f"~{run_bytes(steps) / MIB:.1f} MiB per run packed)"
     )
@@ -614,7 +615,11 @@ def run_part(
         f"piece(s) + {pieces.manifest_path(out_dir, name).name} in {out_dir}"
     )
     if size > packing.max_bytes:
-        log(f"error: {name} packed {size / MIB:.1f} MiB, more than --max-part-mib {packing.max_bytes / MIB:g}")
+        print(
+            f"error: {name} packed {size / MIB:.1f} MiB, more than --max-part-mib {packing.max_bytes / MIB:g}: "
+            "plan the study again with a lower --max-runs",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
