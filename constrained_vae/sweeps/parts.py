@@ -617,7 +617,7 @@ def run_part(
     if size > packing.max_bytes:
         print(
             f"error: {name} packed {size / MIB:.1f} MiB, more than --max-part-mib {packing.max_bytes / MIB:g}: "
-            "plan the study again with a lower --max-runs",
+            "the plan's estimate of a run's bytes fell short (plan a new study folder with a lower --max-part-mib)",
             file=sys.stderr,
         )
         return 1
