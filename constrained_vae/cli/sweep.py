@@ -25,6 +25,7 @@ from constrained_vae.cli.run import add_run_arguments
 from constrained_vae.errors import UnrecordedSweep, UserInputError
 from constrained_vae.run import locks
 from constrained_vae.run.bank import STRATEGIES
+from constrained_vae.run.settings import RunConfig
 from constrained_vae.sweeps.grid import GRID_FIELDS, Grid
 from constrained_vae.sweeps.plan import check_resources, plan_sweep, point_configs
 from constrained_vae.sweeps.ray_executor import (
@@ -151,16 +152,18 @@ def run_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in settings.items() if key not in GRID_FIELDS}
 
 
-def check_sweep_arguments(argv: Sequence[str]) -> None:
+def check_sweep_arguments(argv: Sequence[str]) -> dict[str, RunConfig]:
     """What :func:`sweep_main` refuses before touching any folder, checked without running it: the flags,
     every point's settings and the resources. For a caller that runs the sweep later (``experiments/study.py``);
-    raises :class:`UserInputError` for bad input."""
+    raises :class:`UserInputError` for bad input. Each point's resolved config, by run name."""
     parser = sweep_parser()
     parser.raise_errors = True
     args = parser.parse_args(argv)
     settings = run_settings_from_args(args)
     resources_from_args(args, settings)
-    check_resources(next(iter(point_configs(grid_from_args(args), settings).values())))
+    configs = point_configs(grid_from_args(args), settings)
+    check_resources(next(iter(configs.values())))
+    return {point.name: config for point, config in configs.items()}
 
 
 def sweep_main(argv: Sequence[str] | None = None) -> int:

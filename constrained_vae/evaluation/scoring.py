@@ -44,7 +44,8 @@ import torch
 from constrained_vae.core.models import VAE
 from constrained_vae.data import FACTOR_DATASETS, FactorDataset
 from constrained_vae.errors import ConfigError, RunFolderError
-from constrained_vae.evaluation.metrics import METRICS, RepresentationFn
+from constrained_vae.evaluation.metrics import METRICS, RepresentationFn, dci_from_codes
+from constrained_vae.evaluation.metrics.sampling import factor_sizes_of, train_and_test_codes
 from constrained_vae.run import folder, locks
 from constrained_vae.run.loop import load_run
 from constrained_vae.run.settings import RunConfig
@@ -229,7 +230,8 @@ def skip_reason(config: RunConfig) -> str | None:
     )
 
 
-def _versions() -> dict[str, Any]:
+def scoring_versions() -> dict[str, Any]:
+    """The versions of what determines a score: the run's, scikit-learn's and numpy's."""
     return folder.versions() | {"scikit-learn": sklearn.__version__, "numpy": np.__version__}
 
 
@@ -300,8 +302,67 @@ def evaluate_run(
         "factor_names": list(trainee.dataset.factor_names),
         "representation": "posterior mean",
         "seconds": seconds,
-        "versions": _versions(),
+        "versions": scoring_versions(),
     }
+
+
+CODE_DTYPES = ("float32", "float16")  # how a DCI sample's codes may be stored
+
+
+def check_codes_dtype(codes_dtype: str, flag: str = "--codes-dtype") -> None:
+    """ConfigError unless ``codes_dtype`` is one of :data:`CODE_DTYPES`."""
+    if codes_dtype not in CODE_DTYPES:
+        raise ConfigError(f"{flag} must be one of {', '.join(CODE_DTYPES)}, got {codes_dtype!r}")
+
+
+def dci_sample(
+    run_dir: str | Path, protocol: dict[str, Any], *, seed: int = 0, device: str = "cpu", codes_dtype: str = "float32"
+) -> dict[str, np.ndarray]:
+    """The labelled codes that DCI at ``protocol`` (its ``num_train``, ``num_test``) and ``seed`` scores,
+    drawn exactly as :func:`evaluate_run` draws them, to be scored elsewhere by :func:`dci_from_sample`.
+
+    Codes are stored as ``codes_dtype``: ``float32`` holds the encoder's posterior means exactly (they
+    are float32), so DCI from the sample is DCI from the run; ``float16`` rounds them to 11 significant
+    bits (half the bytes; DCI moves by ~1e-2 at most on small samples, tests/test_study_parts.py).
+    Factor classes are stored as uint8 (every factor dataset has fewer than 256 classes per factor).
+    """
+    check_codes_dtype(codes_dtype)
+    trainee = load_run(run_dir, device=device)
+    reason = skip_reason(trainee.config)
+    if reason is not None or not isinstance(trainee.dataset, FactorDataset):
+        raise RunFolderError(f"{run_dir}: {reason or 'its dataset has no ground-truth factors'}")
+    sizes = factor_sizes_of(trainee.dataset)
+    if sizes.max() > np.iinfo(np.uint8).max + 1:
+        raise RunFolderError(f"{run_dir}: a factor has more than 256 classes; its classes do not fit uint8")
+    reseed_observations(trainee.dataset, seed)
+    train_codes, train_factors, test_codes, test_factors = train_and_test_codes(
+        posterior_mean_fn(trainee.model), trainee.dataset, protocol["num_train"], protocol["num_test"], seed
+    )
+    return {
+        "train_codes": train_codes.astype(codes_dtype),
+        "train_factors": train_factors.astype(np.uint8),
+        "test_codes": test_codes.astype(codes_dtype),
+        "test_factors": test_factors.astype(np.uint8),
+        "factor_sizes": sizes,
+        "factor_names": np.array(trainee.dataset.factor_names),
+        "seed": np.int64(seed),
+        "step": np.int64(trainee.step),
+    }
+
+
+def dci_from_sample(sample: dict[str, np.ndarray], protocol: dict[str, Any]) -> dict[str, Any]:
+    """DCI (its ``predictor`` of ``protocol``) of a :func:`dci_sample`, as ``metrics.json`` holds it."""
+    result = dci_from_codes(
+        sample["train_codes"].astype(np.float64),
+        sample["train_factors"].astype(np.int64),
+        sample["test_codes"].astype(np.float64),
+        sample["test_factors"].astype(np.int64),
+        factor_sizes=sample["factor_sizes"],
+        seed=int(sample["seed"]),
+        predictor=protocol["predictor"],
+    )
+    names = sample.get("factor_names")
+    return json_ready(result if names is None else keyed_by_factor(result, [str(name) for name in names]))
 
 
 def merged_with_previous(result: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -423,6 +484,8 @@ def format_table(evaluations: Sequence[Evaluation]) -> str:
 __all__ = [
     "FACTOR_DATASETS",
     "Evaluation",
+    "dci_from_sample",
+    "dci_sample",
     "default_protocols",
     "evaluate_paths",
     "evaluate_run",

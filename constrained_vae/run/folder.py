@@ -10,6 +10,7 @@
     RUN/metrics.json   disentanglement scores, once evaluated (SCORES_FILE, :mod:`constrained_vae.evaluation`)
     RUN/tensorboard/   TensorBoard event files, for runs with ``tensorboard`` on (TENSORBOARD_DIR,
                        written by :mod:`constrained_vae.run.tensorboard`)
+    RUN/dci_sample.npz the codes DCI scores, where they were drawn on another machine (DCI_SAMPLE_FILE)
 
     RUN/.lock          held by the process writing the folder (see :mod:`constrained_vae.run.locks`)
 
@@ -37,6 +38,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from constrained_vae.errors import CheckpointError, RunFolderError, UserInputError
@@ -292,3 +294,47 @@ def read_scores(run_dir: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return values if isinstance(values, dict) else None
+
+
+DCI_SAMPLE_FILE = "dci_sample.npz"  # the labelled codes DCI scores, where they were drawn apart from the scoring
+
+
+def final_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's state without the primal optimizer's per-parameter state (Adam's two moments: twice
+    the weights' bytes). It loads for evaluation and figures; a run resumed from it starts those moments
+    afresh, so it continues, but not bit for bit."""
+    objective = dict(state["objective"])
+    optimizer = dict(objective["optimizer"])
+    optimizer["primal_optimizer_states"] = [
+        {**saved, "state": {}} for saved in optimizer.get("primal_optimizer_states", [])
+    ]
+    return {**state, "objective": {**objective, "optimizer": optimizer}}
+
+
+def copy_final_weights(run_dir: str | Path, destination: str | Path) -> None:
+    """Write the run's checkpoint as :func:`final_weights` to ``destination`` (a file path)."""
+    config = read_config(run_dir)
+    buffer = io.BytesIO()
+    torch.save(final_weights(load_checkpoint(run_dir, config)), buffer)
+    atomic_write_bytes(destination, buffer.getvalue())
+
+
+def write_dci_sample(run_dir: str | Path, arrays: dict[str, Any]) -> Path:
+    """Write ``RUN/dci_sample.npz`` (compressed numpy arrays, no pickles)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    path = Path(run_dir) / DCI_SAMPLE_FILE
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def read_dci_sample(run_dir: str | Path) -> dict[str, Any]:
+    """``RUN/dci_sample.npz`` as a dict of arrays; RunFolderError when missing or unreadable."""
+    path = Path(run_dir) / DCI_SAMPLE_FILE
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise RunFolderError(f"{run_dir} has no {DCI_SAMPLE_FILE}") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise RunFolderError(f"{path} is not a readable numpy archive ({type(error).__name__})") from None

@@ -100,27 +100,28 @@ def matched_epsilons(sweep_dir: Path, plan: StudyPlan) -> dict[str, float]:
     return matched
 
 
+def study_fault(record: Any) -> str:
+    """What is wrong with a ``study.json`` record ("" when nothing is); may raise KeyError or TypeError."""
+    malformed = [key for key in StudyPlan().to_dict() if not isinstance(record["plan"][key], list)]
+    if malformed:
+        return f"plan {', '.join(malformed)} not lists"
+    if not all(isinstance(record[key], list) for key in ("command", "sweep_args")):
+        return "command and sweep_args must be lists"
+    matched = record.get("matched_epsilon")
+    if matched is None:
+        return ""
+    betas = {f"{beta:g}" for beta in record["plan"]["betas"]}
+    if not isinstance(matched, dict) or set(matched) != betas:
+        return f"matched_epsilon must map each β of the plan ({', '.join(sorted(betas))}) to its ε"
+    bad = [b for b, e in matched.items() if isinstance(e, bool) or not isinstance(e, (int, float)) or not e > 0]
+    if bad or not all(math.isfinite(e) for e in matched.values()):
+        return f"matched_epsilon of β {', '.join(bad) or '?'} is not a positive number"
+    return ""
+
+
 def read_study(study_dir: Path) -> dict[str, Any] | None:
     """``study.json`` of ``study_dir``, or None when there is none."""
-
-    def fault(record: Any) -> str:
-        malformed = [key for key in StudyPlan().to_dict() if not isinstance(record["plan"][key], list)]
-        if malformed:
-            return f"plan {', '.join(malformed)} not lists"
-        if not all(isinstance(record[key], list) for key in ("command", "sweep_args")):
-            return "command and sweep_args must be lists"
-        matched = record.get("matched_epsilon")
-        if matched is None:
-            return ""
-        betas = {f"{beta:g}" for beta in record["plan"]["betas"]}
-        if not isinstance(matched, dict) or set(matched) != betas:
-            return f"matched_epsilon must map each β of the plan ({', '.join(sorted(betas))}) to its ε"
-        bad = [b for b, e in matched.items() if isinstance(e, bool) or not isinstance(e, (int, float)) or not e > 0]
-        if bad or not all(math.isfinite(e) for e in matched.values()):
-            return f"matched_epsilon of β {', '.join(bad) or '?'} is not a positive number"
-        return ""
-
-    return read_json_record(study_dir / STUDY_FILE, "study record", fault)
+    return read_json_record(study_dir / STUDY_FILE, "study record", study_fault)
 
 
 def check_study_folder(study_dir: Path, plan: StudyPlan, recorded: dict[str, Any] | None) -> None:
@@ -131,6 +132,11 @@ def check_study_folder(study_dir: Path, plan: StudyPlan, recorded: dict[str, Any
         if study_dir.is_dir() and any(not locks.is_bookkeeping(path) for path in study_dir.iterdir()):
             raise SweepError(f"--out {study_dir} is not empty and holds no {STUDY_FILE}; choose a new folder")
         return
+    if "parts" in recorded:
+        raise SweepError(
+            f"{study_dir} holds a study trained in parts: continue it with experiments/study.py plan, part and "
+            "import (see its command in study.json), or choose another --out"
+        )
     if recorded["plan"] != plan.to_dict():
         raise SweepError(
             f"{study_dir} holds a study of {recorded['plan']}, not {plan.to_dict()}; "
