@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from constrained_vae.cli.common import EXIT_INTERRUPTED, ArgumentParser, user_error
+from constrained_vae.cli.sweep import PROG as SWEEP_PROG
 from constrained_vae.cli.sweep import check_sweep_arguments, sweep_main
 from constrained_vae.errors import UserInputError
 from constrained_vae.evaluation.metrics import DCI_PREDICTORS, METRICS
@@ -23,25 +24,30 @@ from constrained_vae.sweeps.study import (
 
 
 class SweepCommandLine:
-    """The study's sweeps as ``experiments/sweep.py`` commands (a ``SweepCommands``)."""
+    """The study's sweeps as ``experiments/sweep.py`` commands, or those of ``prog`` (``cvae sweep``): a
+    ``SweepCommands``."""
+
+    def __init__(self, prog: str = SWEEP_PROG) -> None:
+        self.prog = prog
 
     def check(self, argv: Sequence[str]) -> None:
-        check_sweep_arguments(argv)
+        check_sweep_arguments(argv, self.prog)
 
     def run(self, argv: Sequence[str]) -> int:
-        return sweep_main(argv)
+        return sweep_main(argv, self.prog)
 
 
-PROG = "experiments/study.py"
+PROG = "experiments/study.py"  # the script; `cvae study` passes its own prog
 
 
 EVAL_SETTINGS = ("num_train", "num_eval", "batch_size", "num_variance_estimate", "num_bins", "predictor")
 
 
-def study_parser() -> argparse.ArgumentParser:
-    """The study's own flags; every other flag is handed to each ``experiments/sweep.py`` phase."""
+def study_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The study's own flags; every other flag is handed to each ``experiments/sweep.py`` phase. ``prog``
+    names the command in the help and the errors."""
     parser = ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="The dSprites study: fixed β, constrained ε at the KL each β reaches plus extra ε, over seeds; "
         "then every run scored. Re-running the same command continues an interrupted study. Flags not listed "
         "here (--steps, --device, --gpus-per-run, --workers, --no-progress, ...) go to every sweep phase.",
@@ -99,10 +105,14 @@ def study_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def study_main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the study; the exit status of :func:`run_study` (2 for bad input)."""
+def study_main(argv: Sequence[str] | None = None, prog: str = PROG, sweep_prog: str = SWEEP_PROG) -> int:
+    """Parse ``argv`` and run the study; the exit status of :func:`run_study` (2 for bad input).
+
+    ``prog`` and ``sweep_prog`` are the study's and the sweep's commands as a user types them (``cvae study``,
+    ``cvae sweep``): the help's, and the first words of the commands ``study.json`` and ``sweep.json`` record.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, sweep_args = study_parser().parse_known_args(argv)
+    args, sweep_args = study_parser(prog).parse_known_args(argv)
     if args.preset != "none":
         sweep_args = ["--preset", args.preset, *sweep_args]
     plan = StudyPlan(tuple(b + 0.0 for b in args.betas), tuple(e + 0.0 for e in args.extra_epsilons), tuple(args.seeds))
@@ -112,8 +122,8 @@ def study_main(argv: Sequence[str] | None = None) -> int:
             args.out,
             plan,
             sweep_args,
-            [PROG, *argv],
-            SweepCommandLine(),
+            [*prog.split(), *argv],
+            SweepCommandLine(sweep_prog),
             evaluate=not args.no_evaluate,
             protocol_overrides={k: v for k, v in overrides.items() if v is not None},
             metrics=args.eval_metrics.split(",") if args.eval_metrics else None,

@@ -11,11 +11,12 @@ from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.errors import UserInputError
 from constrained_vae.plots.study import ANALYSIS_DIR, write_study_analysis
 
+PROG = "analysis/study.py"  # the script; `cvae study-analysis` passes its own prog
 
-def analysis_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="analysis/study.py", description="The study's table, paired comparison, ε ↔ β map and figures."
-    )
+
+def analysis_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The study analysis's flags; ``prog`` names the command in the help and the errors."""
+    parser = ArgumentParser(prog=prog, description="The study's table, paired comparison, ε ↔ β map and figures.")
     parser.add_argument("study", metavar="STUDY", help="the folder of experiments/study.py --out")
     parser.add_argument("--reference", metavar="SWEEP", help="a sweep whose ε ↔ β map to compare (the 3,000-step one)")
     parser.add_argument(
@@ -29,9 +30,10 @@ def analysis_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def analysis_main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, write the analysis, print the report; 2 for bad input."""
-    args = analysis_parser().parse_args(argv)
+def analysis_main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Parse ``argv``, write the analysis, print the report; 2 for bad input. ``prog`` is the command as a
+    user types it (the help's and the errors')."""
+    args = analysis_parser(prog).parse_args(argv)
     try:
         report, paths = write_study_analysis(
             args.study,
