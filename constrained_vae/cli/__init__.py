@@ -1,2 +1,3 @@
 """Every command line: a parser and a ``main`` per script. The scripts in ``experiments/`` and
-``analysis/`` call these; nothing in the library imports this package."""
+``analysis/`` call these, and so does the installed ``cvae`` command (:mod:`constrained_vae.cli.main`: ``cvae run``
+is ``experiments/run.py``); nothing in the library imports this package."""

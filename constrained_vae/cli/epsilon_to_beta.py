@@ -31,11 +31,15 @@ from constrained_vae.analysis.sweep_table import Sweep, load_sweep
 from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.errors import SweepError, UserInputError
 
+PROG = "analysis/epsilon_to_beta.py"  # the script; `cvae` passes its own prog
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(
-        prog="analysis/epsilon_to_beta.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Parse ``argv``, print the effective β of an ε (or the ε of a β).
+
+    ``prog`` is the command as a user types it (the help's and the errors').
+    """
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="a sweep folder made by experiments/sweep.py")
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--epsilon", type=float, help="KL budget in nats per sample")

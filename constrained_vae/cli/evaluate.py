@@ -33,10 +33,12 @@ def metrics_with(setting: str) -> str:
     return ", ".join(name for name, protocol in default_protocols().items() if setting in protocol)
 
 
-def evaluate_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="experiments/evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+PROG = "experiments/evaluate.py"  # the script; `cvae evaluate` passes its own prog
+
+
+def evaluate_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The evaluation's flags; ``prog`` names the command in the help and the errors."""
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP", help="run folders or sweep folders")
     parser.add_argument("--metrics", help=f"comma-separated subset of: {', '.join(METRICS)} (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every metric's sampling and classifiers")
@@ -66,8 +68,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = evaluate_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Parse ``argv``, score the runs, print the table; ``prog`` is the command as a user types it."""
+    args = evaluate_parser(prog).parse_args(argv)
     overrides = {name: getattr(args, name) for name in PROTOCOL_SETTINGS if getattr(args, name) is not None}
     try:
         metric_names = args.metrics.split(",") if args.metrics else None

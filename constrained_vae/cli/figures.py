@@ -16,11 +16,15 @@ from constrained_vae.plots.run_figures import write_figures
 from constrained_vae.run.device import resolve_device
 from constrained_vae.run.settings import DEVICES
 
+PROG = "analysis/figures.py"  # the script; `cvae` passes its own prog
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(
-        prog="analysis/figures.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Parse ``argv``, write the run's figures, list them.
+
+    ``prog`` is the command as a user types it (the help's and the errors').
+    """
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a run folder (config.json and checkpoint.pt)")
     parser.add_argument("--seed", type=int, default=0, help="picks the images shown and the prior samples")
     parser.add_argument("--num-kl-images", type=int, default=1024, help="images averaged for the KL per dimension")

@@ -32,7 +32,7 @@ from constrained_vae.run.presets import PRESET_DESCRIPTIONS
 from constrained_vae.run.settings import DEVICES, RunConfig, parse_spectrum
 from constrained_vae.run.summary import constraint_status, format_multiplier, multiplier_remark
 
-PROG = "experiments/run.py"
+PROG = "experiments/run.py"  # the script; `cvae run` passes its own prog
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,9 +163,10 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{config.dataset}-{tag}-seed{config.seed}-{stamp}"
 
 
-def run_parser() -> argparse.ArgumentParser:
+def run_parser(prog: str = "run.py") -> argparse.ArgumentParser:
+    """The flags of one run; ``prog`` names the command in the help and the errors."""
     parser = ArgumentParser(
-        prog="run.py",
+        prog=prog,
         description="Train one β-VAE: KL-constrained (--epsilon, nats) or fixed-β (--beta); writes a run folder.",
     )
     add_run_arguments(parser)
@@ -187,9 +188,15 @@ def run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, train, print where the run is and its final figures."""
-    args = run_parser().parse_args(argv)
+def run_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Parse ``argv``, train, print where the run is and its final figures.
+
+    ``prog`` is the command as a user types it (``cvae run``), named in the help, the errors and the
+    resume hint; default: the script, ``python experiments/run.py``.
+    """
+    parser = run_parser(prog) if prog else run_parser()
+    command = prog or f"python {PROG}"
+    args = parser.parse_args(argv)
     settings = settings_from_args(args)
     try:
         if args.config:
@@ -214,18 +221,20 @@ def run_main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DIVERGED
     except TrainingInterrupted as stopped:
-        print(f"\ninterrupted at step {stopped.step}; continue with: {resume_command(run_dir)}", file=sys.stderr)
+        print(
+            f"\ninterrupted at step {stopped.step}; continue with: {resume_command(command, run_dir)}", file=sys.stderr
+        )
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        where = f"continue from its last checkpoint with: {resume_command(run_dir)}"
+        where = f"continue from its last checkpoint with: {resume_command(command, run_dir)}"
         print(f"\ninterrupted; {where if folder.is_started(run_dir) else 'nothing was trained'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(format_summary(run_dir, summary))
     return 0
 
 
-def resume_command(run_dir: Path) -> str:
-    return f"python {PROG} --resume {shlex.quote(str(run_dir))}"
+def resume_command(command: str, run_dir: Path) -> str:
+    return f"{command} --resume {shlex.quote(str(run_dir))}"
 
 
 def format_summary(run_dir: Path, summary: dict) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from constrained_vae.cli.common import EXIT_INTERRUPTED, ArgumentParser, user_error
+from constrained_vae.cli.sweep import PROG as SWEEP_PROG
 from constrained_vae.cli.sweep import check_sweep_arguments, sweep_main
 from constrained_vae.errors import UserInputError
 from constrained_vae.evaluation.metrics import DCI_PREDICTORS, METRICS
@@ -29,26 +30,31 @@ from constrained_vae.sweeps.study import (
 
 
 class SweepCommandLine:
-    """The study's sweeps as ``experiments/sweep.py`` commands (a ``PartSweeps``)."""
+    """The study's sweeps as ``experiments/sweep.py`` commands, or those of ``prog`` (``cvae sweep``): a
+    ``PartSweeps``."""
+
+    def __init__(self, prog: str = SWEEP_PROG) -> None:
+        self.prog = prog
 
     def check(self, argv: Sequence[str]) -> None:
-        check_sweep_arguments(argv)
+        check_sweep_arguments(argv, self.prog)
 
     def run(self, argv: Sequence[str]) -> int:
-        return sweep_main(argv)
+        return sweep_main(argv, self.prog)
 
     def configs(self, argv: Sequence[str]) -> dict[str, RunConfig]:
-        return check_sweep_arguments(argv)
+        return check_sweep_arguments(argv, self.prog)
 
 
-PROG = "experiments/study.py"
+PROG = "experiments/study.py"  # the script; `cvae study` passes its own prog
 
 
 EVAL_SETTINGS = ("num_train", "num_eval", "batch_size", "num_variance_estimate", "num_bins", "predictor")
 
 
 def study_parser(prog: str = PROG, description: str | None = None) -> argparse.ArgumentParser:
-    """The study's own flags; every other flag is handed to each ``experiments/sweep.py`` phase."""
+    """The study's own flags; every other flag is handed to each ``experiments/sweep.py`` phase. ``prog``
+    names the command in the help and the errors."""
     parser = ArgumentParser(
         prog=prog,
         description=description
@@ -129,12 +135,16 @@ def evaluation_from_args(args: argparse.Namespace) -> StudyEvaluation | None:
     return StudyEvaluation(protocols, args.eval_seed, str(resolve_device(args.eval_device)))
 
 
-def study_main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the study; the exit status of :func:`run_study` (2 for bad input)."""
+def study_main(argv: Sequence[str] | None = None, prog: str = PROG, sweep_prog: str = SWEEP_PROG) -> int:
+    """Parse ``argv`` and run the study; the exit status of :func:`run_study` (2 for bad input).
+
+    ``prog`` and ``sweep_prog`` are the study's and the sweep's commands as a user types them (``cvae study``,
+    ``cvae sweep``): the help's, and the first words of the commands ``study.json`` and ``sweep.json`` record.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PART_COMMANDS:
         return parts_main(argv)
-    args, sweep_args = study_parser().parse_known_args(argv)
+    args, sweep_args = study_parser(prog).parse_known_args(argv)
     if args.preset != "none":
         sweep_args = ["--preset", args.preset, *sweep_args]
     plan = StudyPlan(tuple(b + 0.0 for b in args.betas), tuple(e + 0.0 for e in args.extra_epsilons), tuple(args.seeds))
@@ -144,8 +154,8 @@ def study_main(argv: Sequence[str] | None = None) -> int:
             args.out,
             plan,
             sweep_args,
-            [PROG, *argv],
-            SweepCommandLine(),
+            [*prog.split(), *argv],
+            SweepCommandLine(sweep_prog),
             evaluate=not args.no_evaluate,
             protocol_overrides={k: v for k, v in overrides.items() if v is not None},
             metrics=args.eval_metrics.split(",") if args.eval_metrics else None,

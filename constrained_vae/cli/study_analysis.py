@@ -12,11 +12,12 @@ from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.errors import UserInputError
 from constrained_vae.plots.study import ANALYSIS_DIR, write_study_analysis
 
+PROG = "analysis/study.py"  # the script; `cvae study-analysis` passes its own prog
 
-def analysis_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        prog="analysis/study.py", description="The study's table, paired comparison, ε ↔ β map and figures."
-    )
+
+def analysis_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The study analysis's flags; ``prog`` names the command in the help and the errors."""
+    parser = ArgumentParser(prog=prog, description="The study's table, paired comparison, ε ↔ β map and figures.")
     parser.add_argument("study", metavar="STUDY", help="the folder of experiments/study.py --out")
     parser.add_argument("--reference", metavar="SWEEP", help="a sweep whose ε ↔ β map to compare (the 3,000-step one)")
     parser.add_argument(
@@ -31,10 +32,11 @@ def analysis_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def analysis_main(argv: Sequence[str] | None = None) -> int:
+def analysis_main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Parse ``argv``, write the analysis, print the report and its ``warning:`` lines (the same as
-    ``tradeoff_curves.py``'s); 2 for bad input, with nothing written."""
-    args = analysis_parser().parse_args(argv)
+    ``tradeoff_curves.py``'s); 2 for bad input, with nothing written. ``prog`` is the command as a user
+    types it (the help's and the errors')."""
+    args = analysis_parser(prog).parse_args(argv)
     if not 0 <= args.seed < 2**32:  # numpy's generators take no negative seed
         return user_error(f"--seed must be an integer from 0 to {2**32 - 1}, got {args.seed}")
     try:

@@ -38,7 +38,7 @@ from constrained_vae.sweeps.ray_executor import (
 from constrained_vae.sweeps.report import format_report
 from constrained_vae.sweeps.runner import check_writable, run_sweep
 
-PROG = "experiments/sweep.py"
+PROG = "experiments/sweep.py"  # the script; `cvae sweep` passes its own prog
 
 
 def resources_from_args(args: argparse.Namespace, settings: dict[str, Any]) -> Resources:
@@ -56,10 +56,11 @@ def resources_from_args(args: argparse.Namespace, settings: dict[str, Any]) -> R
     )
 
 
-def sweep_parser() -> argparse.ArgumentParser:
-    """``run.py``'s flags, with several values for ``--epsilon``/``--beta`` and ``--seeds`` for ``--seed``."""
+def sweep_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """``run.py``'s flags, with several values for ``--epsilon``/``--beta`` and ``--seeds`` for ``--seed``;
+    ``prog`` names the command in the help and the errors."""
     parser = ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Train a grid of β-VAEs (ε values and/or β values × seeds), one run folder per point, "
         "in parallel. Re-running the same command finishes an interrupted sweep.",
         conflict_handler="resolve",  # the grid flags below replace run.py's --epsilon, --beta and --seed
@@ -152,11 +153,11 @@ def run_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in settings.items() if key not in GRID_FIELDS}
 
 
-def check_sweep_arguments(argv: Sequence[str]) -> dict[str, RunConfig]:
+def check_sweep_arguments(argv: Sequence[str], prog: str = PROG) -> dict[str, RunConfig]:
     """What :func:`sweep_main` refuses before touching any folder, checked without running it: the flags,
     every point's settings and the resources. For a caller that runs the sweep later (``experiments/study.py``);
     raises :class:`UserInputError` for bad input. Each point's resolved config, by run name."""
-    parser = sweep_parser()
+    parser = sweep_parser(prog)
     parser.raise_errors = True
     args = parser.parse_args(argv)
     settings = run_settings_from_args(args)
@@ -166,15 +167,18 @@ def check_sweep_arguments(argv: Sequence[str]) -> dict[str, RunConfig]:
     return {point.name: config for point, config in configs.items()}
 
 
-def sweep_main(argv: Sequence[str] | None = None) -> int:
+def sweep_main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Parse ``argv``, check everything, train the grid, print the table.
+
+    ``prog`` is the command as a user types it (``cvae sweep``): the help's, and the first words of the
+    command ``sweep.json`` records.
 
     Exit status: 0 when every point finished, 1 when any failed, 2 for bad input
     (nothing written), 130 when interrupted.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = sweep_parser().parse_args(argv)
-    grid, command = grid_from_args(args), [PROG, *argv]
+    args = sweep_parser(prog).parse_args(argv)
+    grid, command = grid_from_args(args), [*prog.split(), *argv]
     try:
         settings = run_settings_from_args(args)
         resources = resources_from_args(args, settings)

@@ -19,11 +19,15 @@ from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.errors import UserInputError
 from constrained_vae.plots.tradeoff import format_table, write_tradeoff_analysis
 
+PROG = "analysis/tradeoff_curves.py"  # the script; `cvae` passes its own prog
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(
-        prog="analysis/tradeoff_curves.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Parse ``argv``, write the sweep's tradeoff table and figures, print the table.
+
+    ``prog`` is the command as a user types it (the help's and the errors').
+    """
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="a sweep folder made by experiments/sweep.py")
     args = parser.parse_args(argv)
     try:
