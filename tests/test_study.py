@@ -59,11 +59,11 @@ def finished_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "study"
     calls = []
 
-    def interrupted_second_phase(argv):
+    def interrupted_second_phase(argv, *prog):
         calls.append(list(argv))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return sweep_main(argv)
+        return sweep_main(argv, *prog)
 
     sweep_main = study.sweep_main
     with local_ray(num_cpus=2), pytest.MonkeyPatch.context() as patch:

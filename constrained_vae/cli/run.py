@@ -126,7 +126,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--tensorboard",
         action=argparse.BooleanOptionalAction,
         help="also log to RUN/tensorboard/: each row of metrics.csv and, at checkpoints, reconstructions and "
-        "latent traversals (image data); needs the tensorboard package (default: off; with --resume: as the run was)",
+        "latent traversals (image data); needs the tensorboard package "
+        "(default: off; a continued run keeps its own unless this is given)",
     )
     training.add_argument("--seed", type=int, help="seeds the model's initialisation, batches and samples (default: 0)")
     training.add_argument("--device", choices=DEVICES, help="default: auto (CUDA if available)")
