@@ -1,6 +1,6 @@
 """constrained-vae: β-VAEs trained as maximise reconstruction subject to KL ≤ ε.
 
-KL and NLL are in nats per sample throughout (see the README, "Units"). The public API:
+KL and NLL are in nats per sample throughout (see docs/problem.md, "Units"). The public API:
 
 - :class:`KLBudget` — a KL budget ε with its learned multiplier λ for any model and training loop;
 - :class:`RunConfig` — every setting of a run; :func:`train` — train one into a run folder (and

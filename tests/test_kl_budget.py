@@ -236,9 +236,10 @@ def test_a_budget_on_cuda_never_synchronises_with_the_host():
     assert budget.multiplier.device.type == "cuda"
 
 
-def test_the_readme_shows_an_excerpt_of_the_example_script():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### A KL budget in your own loop", 1)[1]
+@pytest.mark.parametrize("page", ["README.md", "docs/library.md"])
+def test_the_readme_shows_an_excerpt_of_the_example_script(page):
+    readme = (ROOT / page).read_text()
+    section = readme.split("# A KL budget in your own loop", 1)[1]
     block = section.split("```python\n", 1)[1].split("```", 1)[0]
     example = {line.strip() for line in (ROOT / "examples" / "kl_budget.py").read_text().splitlines()}
     lines = [line.strip() for line in block.splitlines() if line.strip()]

@@ -245,7 +245,7 @@ def small_linear_gaussian_sweep(tmp_path_factory):
 
 
 def test_trained_linear_gaussian_estimates_agree_with_the_closed_form(small_linear_gaussian_sweep):
-    """All three estimates from real training runs land near β*(ε) (the README's sweep is the
+    """All three estimates from real training runs land near β*(ε) (the sweep of docs/epsilon-beta.md is the
     full-size version: 63 runs, every estimate within 3.1%)."""
     table = tradeoff_table(load_sweep(small_linear_gaussian_sweep)).set_index("epsilon")
     assert list(table.index) == [0.5, 1.0, 1.5, 2.0]

@@ -50,7 +50,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "geco (Rezende & Viola 2018: min KL s.t. NLL ≤ --kappa)",
     )
     objective.add_argument("--kappa", type=float, help="geco's reconstruction budget κ: NLL ≤ κ, nats per sample")
-    duals = parser.add_argument_group("multiplier updates (constrained and geco; see README)")
+    duals = parser.add_argument_group("multiplier updates (constrained and geco; see docs/multipliers.md)")
     duals.add_argument(
         "--dual-update",
         choices=dual.UPDATES,
@@ -97,7 +97,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--spectrum", type=_spectrum, help="linear-gaussian eigenvalues, e.g. 16,8,4,2,1")
     data.add_argument("--num-samples", type=int, help="linear-gaussian rows (default 20000)")
-    training = parser.add_argument_group("training (defaults depend on the dataset; see README)")
+    training = parser.add_argument_group("training (defaults depend on the dataset; see docs/training.md)")
     training.add_argument(
         "--preset",
         choices=list(PRESET_DESCRIPTIONS),
@@ -120,7 +120,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="the VAE: "
         + "; ".join(f"{name}: {text}" for name, text in MODEL_DESCRIPTIONS.items())
         + "; or one of your own named package.module:factory, called as factory(sample_shape, latent_dim) "
-        f'(README, "A model of your own"); {dataset_default("model")}',
+        f"(docs/own-model-and-data.md); {dataset_default('model')}",
     )
     training.add_argument(
         "--tensorboard",

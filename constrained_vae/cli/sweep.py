@@ -88,7 +88,7 @@ def sweep_parser(prog: str = PROG) -> argparse.ArgumentParser:
         metavar="K",
         help="train up to K points that share every setting but ε, β and the seed side by side, as one bank "
         "in one process (its --cpus-per-run and --gpus-per-run are the bank's); default: "
-        '1 on CPUs, 42 on CUDA (README, "Run banks")',
+        '1 on CPUs, 42 on CUDA (docs/sweeps.md, "Run banks")',
     )
     ray_group.add_argument(
         "--bank-strategy",

@@ -39,7 +39,7 @@ from constrained_vae.errors import ConfigError
 RULES = ("gradient", "log", "pi", "augmented")
 EMA_SUFFIX = "+ema"
 UPDATES = (*RULES, "ema", *(rule + EMA_SUFFIX for rule in RULES))  # every name :meth:`DualUpdate.parse` takes
-DEFAULT_UPDATE = "log"  # every budget of benchmarks/dual_tracking.py met, without oscillation (benchmarks/README.md)
+DEFAULT_UPDATE = "log"  # every budget of benchmarks/dual_tracking.py met, without oscillation (docs/multipliers.md)
 DEFAULT_LOG_LR = 0.01  # the log rules' dual lr: a relative step (log λ per nat of violation), one for every dataset
 DEFAULT_MULTIPLIER_INIT = 1.0  # λ₀
 DEFAULT_KP = 1.0  # K_P of the pi rule

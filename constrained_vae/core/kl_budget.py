@@ -52,9 +52,12 @@ class KLBudget:
         lr: the rule's rate η (``log``: log λ per nat of violation, default 0.01; the additive
             rules: λ per nat, default 0.01, which suits NLLs of tens to hundreds of nats).
         multiplier_init: λ₀ (default 1).
-        kp: the ``pi`` rule's gain K_P (default 1). ema: the ``+ema`` rules' α (default 0.99).
-        device, dtype: where λ lives; by default those of the first terms handed to
+        kp: the ``pi`` rule's gain K_P (default 1).
+        ema: the ``+ema`` rules' α (default 0.99).
+        device: where λ lives; by default that of the first terms handed to
             :meth:`lagrangian` (or of a loaded state).
+        dtype: λ's dtype; by default that of the first terms handed to :meth:`lagrangian`
+            (or of a loaded state).
 
     The numbers are checked as ``run.py``'s flags are: a bad one is a
     :class:`~constrained_vae.errors.ConfigError` naming it. Nothing here reads the device

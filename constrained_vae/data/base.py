@@ -48,7 +48,7 @@ def raise_malloc_thresholds() -> None:
     heap when more than twice that is free at its top; freeing an mmap'd block raises the threshold
     to that block's size (up to 32 MiB). Training and rendering allocate and free ~1–2 MB float
     temporaries every step (a batch of 64 images is 1 MB, and so are the conv VAE's activations),
-    which glibc otherwise keeps unmapping and faulting back in (the gain: benchmarks/README.md, "Memory
+    which glibc otherwise keeps unmapping and faulting back in (the gain: docs/benchmarks.md, "Memory
     allocator thresholds"). Freeing one 16 MiB block raises the thresholds
     (mmap 16 MiB, trim 32 MiB) as glibc itself would after such a free. Other allocators ignore this.
     """

@@ -69,7 +69,7 @@ CENTRE_MIN_PX = SPRITE_UNIT_PX * SPRITE_EXTENT + 1.5  # sprite centre at pos = 0
 CENTRE_MAX_PX = IMAGE_SIZE - CENTRE_MIN_PX  # ... and at pos = 1 (~51.0 px)
 RENDER_VERSION = 1  # bump when the geometry changes: it names the materialise cache file
 
-# Images rendered at once: 128 keeps each float32 temporary at 2 MB, in cache (benchmarks/README.md,
+# Images rendered at once: 128 keeps each float32 temporary at 2 MB, in cache (docs/benchmarks.md,
 # "dSprites render chunk").
 RENDER_CHUNK = 128
 

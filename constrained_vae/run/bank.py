@@ -57,7 +57,7 @@ def bank_key(config: RunConfig) -> tuple[tuple[str, Any], ...]:
 
 def default_strategy(device: torch.device) -> Strategy:
     """``stacked`` on a GPU (one launch per layer for all members), ``threaded`` on CPUs, where batched
-    convolutions run slower than the members' own (README, "Run banks")."""
+    convolutions run slower than the members' own (docs/sweeps.md, "Run banks")."""
     return "stacked" if device.type == "cuda" else "threaded"
 
 

@@ -1,7 +1,7 @@
 """Where and how a run computes: its device, its conv layout, whether it compiles, its CPU threads.
 
 None of these change what a run computes, only its floating-point rounding (and its speed);
-``benchmarks/README.md`` holds the measurements behind each rule.
+``docs/benchmarks.md`` holds the measurements behind each rule.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from constrained_vae.errors import ConfigError
 from constrained_vae.run.settings import RunConfig
 
 # A CUDA run compiles when it is long enough to repay compiling (tens of seconds) with faster steps
-# (benchmarks/README.md, "torch.compile").
+# (docs/benchmarks.md, "torch.compile").
 COMPILE_MIN_STEPS = 50_000
 
 
@@ -31,7 +31,7 @@ def resolve_device(name: str) -> torch.device:
 
 def model_memory_format(config: RunConfig, device: torch.device) -> torch.memory_format:
     """The layout of the model's conv weights (and so of its activations): channels-last for the conv
-    VAEs on CPU, where oneDNN runs their step faster (benchmarks/README.md, "Channels-last"), else torch's
+    VAEs on CPU, where oneDNN runs their step faster (docs/benchmarks.md, "Channels-last"), else torch's
     default."""
     if config.model in ("conv", DLIB_CONV) and device.type == "cpu":
         return torch.channels_last
@@ -41,7 +41,7 @@ def model_memory_format(config: RunConfig, device: torch.device) -> torch.memory
 def use_compile(config: RunConfig, device: torch.device) -> bool:
     """Whether a run compiles its model: ``config.compile`` when set, else only a CUDA run of at
     least :data:`COMPILE_MIN_STEPS` steps (the paper's scale). CPU runs stay eager: compiling gains
-    too little there to repay its time (benchmarks/README.md, "torch.compile")."""
+    too little there to repay its time (docs/benchmarks.md, "torch.compile")."""
     if config.compile is not None:
         return config.compile
     return device.type == "cuda" and config.steps >= COMPILE_MIN_STEPS

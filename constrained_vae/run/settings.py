@@ -45,7 +45,7 @@ from constrained_vae.run.user_models import check_model_name, is_import_path
 DEVICES = ("auto", "cpu", "cuda")
 
 # Defaults that depend on the dataset. The dSprites ones make `run.py --epsilon 20` finish in
-# about 5 minutes on 2 CPU cores; the README gives the flags for the paper's scale. Every 64×64
+# about 5 minutes on 2 CPU cores; docs/study.md gives the flags for the paper's scale. Every 64×64
 # image dataset takes dSprites' (the conv VAE, Bernoulli NLL on [0, 1] values, as disentanglement_lib).
 # ``additive_dual_lr`` is the dual lr of the additive multiplier rules (gradient, pi, augmented),
 # which step λ in nats of NLL per nat of KL and so scale with the data.
@@ -77,7 +77,7 @@ POSITIVE_INTEGERS = ("latent_dim", "steps", "batch_size", "num_samples", "log_ev
 
 @dataclass
 class RunConfig:
-    """Every setting of a run. ε, β and λ are in nats per sample (see README)."""
+    """Every setting of a run. ε, β and λ are in nats per sample (see docs/problem.md)."""
 
     epsilon: float | None = None  # KL budget ε, nats per sample (constrained mode)
     beta: float | None = None  # fixed β (fixed-beta mode)

@@ -52,7 +52,7 @@ LOCAL_OBJECT_STORE_BYTES = 128 * 2**20  # points hand Ray only small configs and
 CONNECT_TIMEOUT_S = 10.0  # for a cluster's head to answer --address
 EXECUTORS = ("auto", "ray", "local")
 MAX_CPUS_PER_CORE = 2**20  # --cpus-per-run beyond this many times this machine's cores is a typo, not a cluster
-# Default points per bank on each device kind (README, "Run banks"): on CPUs a bank is no faster per core than
+# Default points per bank on each device kind (docs/sweeps.md, "Run banks"): on CPUs a bank is no faster per core than
 # one point per process; on CUDA the study's 42 runs as one bank (provisional until measured on a GPU).
 BANK_SIZES = {"cpu": 1, "cuda": 42}
 DEFAULT_BANK_SIZE = BANK_SIZES["cpu"]

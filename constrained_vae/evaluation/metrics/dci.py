@@ -155,7 +155,7 @@ def dci(
     disentanglement_lib's: sklearn's ``GradientBoostingClassifier`` at its defaults (100 stages of
     depth-3 trees, learning rate 0.1, one tree per class per stage), so scores compare with
     published ones. It is slow on many-class factors: dSprites' 40 + 32 + 32 + 6 + 3 classes make
-    11,300 trees (``benchmarks/README.md`` gives its time on 2 CPU cores). ``"forest"`` is a random
+    11,300 trees (``docs/benchmarks.md`` gives its time on 2 CPU cores). ``"forest"`` is a random
     forest (sklearn ``RandomForestClassifier``) of 50 trees that, like the boosted trees, consider
     every code dimension at every split, with leaves of at least 5 points: one of the original
     paper's two regressors, 10 to 20 times faster, but its scores are not the published protocol's
