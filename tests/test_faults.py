@@ -140,7 +140,7 @@ def test_a_sweep_whose_driver_alone_is_killed_leaves_none_of_its_ray_running(tmp
 
 @pytest.mark.slow
 def test_two_sweeps_into_one_folder_at_once_one_is_refused_the_other_completes(tmp_path, start, sweep_reference):
-    """The issue's reproduction: kill a sweep part-way, then start the same command twice at once."""
+    """Kill a sweep part-way, then start the same command twice at once."""
     sweep = tmp_path / "sweep"
     first = start("sweep.py", *SWEEP, "--out", "sweep")
     while sum(last_step(sweep / name) for name in POINTS) < 1500 and first.poll() is None:

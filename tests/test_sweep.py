@@ -212,7 +212,7 @@ def test_points_share_a_gpu_in_the_fractions_asked_and_the_report_names_it(tmp_p
 
     The module's Ray has one declared GPU; with no CUDA device torch trains the points on the CPU (``--device auto``).
     """
-    assert Resources(cpus=1, gpus=0.125).points_on({"CPU": 16, "GPU": 1}) == 8  # the issue's 8 points per GPU
+    assert Resources(cpus=1, gpus=0.125).points_on({"CPU": 16, "GPU": 1}) == 8  # 8 points share one GPU
     assert Resources(cpus=2, gpus=0.125).points_on({"CPU": 8, "GPU": 1}) == 4  # CPUs bind first
     assert Resources(cpus=1, gpus=0.5).points_on({"CPU": 16}) == 0  # a node without GPUs takes none
     args = ["--epsilon", "1", "2", *FAST, "--cpus-per-run", "1", "--gpus-per-run", "0.5", "--no-progress"]
