@@ -29,6 +29,7 @@ from constrained_vae.analysis.epsilon_beta import (
 )
 from constrained_vae.analysis.sweep_table import Sweep, load_sweep
 from constrained_vae.cli.common import ArgumentParser, user_error
+from constrained_vae.core.checks import check_positive
 from constrained_vae.errors import SweepError, UserInputError
 
 
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     query.add_argument("--beta", type=float, help="fixed β, for the inverse question")
     args = parser.parse_args(argv)
     try:
+        check_positive("epsilon" if args.epsilon is not None else "beta", _query(args))
         sweep = load_sweep(args.sweep)
         answer, warning = (
             answer_epsilon(sweep, args.epsilon) if args.epsilon is not None else answer_beta(sweep, args.beta)
@@ -53,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line:
             print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def _query(args: argparse.Namespace) -> float:
+    """The ε or the β asked about."""
+    return args.epsilon if args.epsilon is not None else args.beta
 
 
 def _range_text(sweep: Sweep) -> str:
@@ -68,8 +75,7 @@ def _range_text(sweep: Sweep) -> str:
 def answer_epsilon(sweep: Sweep, epsilon: float) -> tuple[str, str | None]:
     """The three estimates of the effective β at ``epsilon`` as text, and a warning (or None)
     when the dual one rests on runs that did not meet their constraint."""
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise SweepError(f"--epsilon must be a positive number, got {epsilon}")
+    check_positive("epsilon", epsilon)
     estimates = estimate_beta(sweep, epsilon)
     names = {"dual": "dual (converged λ)", "inverse_fixed": "inverse fixed-β", "slope": "slope −dNLL/dKL"}
     if all(not math.isfinite(estimates[f"beta_{k}"]) for k in names):

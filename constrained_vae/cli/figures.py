@@ -13,7 +13,12 @@ from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.errors import UserInputError
 from constrained_vae.plots.run_figures import write_figures
 from constrained_vae.run.device import resolve_device
-from constrained_vae.run.settings import DEVICES
+from constrained_vae.run.memory import check_fits
+from constrained_vae.run.settings import DEVICES, check_seed
+
+# The least memory an image of --num-kl-images takes (its int64 index and one float32 value), for refusing a
+# count beyond the machine before any is drawn.
+KL_IMAGE_BYTES = 12
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=DEVICES, help="default cpu; auto: CUDA if available")
     args = parser.parse_args(argv)
     try:
+        check_seed(args.seed)
+        images = f"--num-kl-images {args.num_kl_images}"
+        check_fits(args.num_kl_images * KL_IMAGE_BYTES, "cpu", f"{images} (at least {KL_IMAGE_BYTES} bytes an image)")
         device = resolve_device(args.device).type  # `cuda` without a GPU: a ConfigError, one line
         paths = write_figures(args.run, seed=args.seed, num_kl_observations=args.num_kl_images, device=device)
     except (UserInputError, ValueError) as error:

@@ -170,6 +170,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     args = run_parser().parse_args(argv)
     settings = settings_from_args(args)
     try:
+        if args.resume or args.out:
+            folder.check_name(args.resume or args.out, "--resume" if args.resume else "--out")
         if args.resume:
             if args.out and Path(args.out) != Path(args.resume):
                 raise UserInputError("give either --out (a new run) or --resume (an existing one), not both")

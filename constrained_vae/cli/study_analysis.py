@@ -8,8 +8,10 @@ from pathlib import Path
 
 from constrained_vae.analysis.study import DEFAULT_SELECT_BY
 from constrained_vae.cli.common import ArgumentParser, user_error
-from constrained_vae.errors import UserInputError
+from constrained_vae.analysis.sweep_table import load_sweep
+from constrained_vae.errors import SweepError, UserInputError
 from constrained_vae.plots.study import ANALYSIS_DIR, write_study_analysis
+from constrained_vae.run.settings import check_seed
 
 
 def analysis_parser() -> argparse.ArgumentParser:
@@ -33,6 +35,12 @@ def analysis_main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, write the analysis, print the report; 2 for bad input."""
     args = analysis_parser().parse_args(argv)
     try:
+        check_seed(args.seed)
+        if args.reference is not None:  # read before anything is written into STUDY/analysis/
+            try:
+                load_sweep(args.reference)
+            except UserInputError as error:
+                raise SweepError(f"--reference: {error}") from None
         report, paths = write_study_analysis(
             args.study,
             reference=args.reference,

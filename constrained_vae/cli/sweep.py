@@ -22,7 +22,7 @@ from constrained_vae.cli.common import (
 )
 from constrained_vae.cli.run import add_run_arguments
 from constrained_vae.errors import UnrecordedSweep, UserInputError
-from constrained_vae.run import locks
+from constrained_vae.run import folder, locks
 from constrained_vae.run.bank import STRATEGIES
 from constrained_vae.sweeps.grid import GRID_FIELDS, Grid
 from constrained_vae.sweeps.plan import check_resources, plan_sweep, point_configs
@@ -163,6 +163,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     args = sweep_parser().parse_args(argv)
     grid, settings, command = grid_from_args(args), run_settings_from_args(args), [PROG, *argv]
     try:
+        folder.check_name(args.out, "--out")
         resources = resources_from_args(args, settings)
         plan_sweep(args.out, grid, settings, command)  # bad input is refused before the folder is touched
         with locks.hold(args.out):
