@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from constrained_vae.analysis.study import DEFAULT_SELECT_BY
-from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.analysis.sweep_table import load_sweep
+from constrained_vae.cli.common import ArgumentParser, user_error
 from constrained_vae.errors import SweepError, UserInputError
 from constrained_vae.plots.study import ANALYSIS_DIR, write_study_analysis
 from constrained_vae.run.settings import check_seed

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from constrained_vae.core.checks import FLOAT32_MAX, check_choice, flag, check_positive, check_positive_int
+from constrained_vae.core.checks import FLOAT32_MAX, check_choice, check_positive, check_positive_int, flag
 from constrained_vae.core.models import MODELS
 from constrained_vae.core.objectives import (
     OBJECTIVE_FIELDS,
