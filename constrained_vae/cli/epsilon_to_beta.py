@@ -33,7 +33,7 @@ from constrained_vae.core.checks import check_positive
 from constrained_vae.errors import SweepError, UserInputError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def epsilon_to_beta_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="analysis/epsilon_to_beta.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -41,7 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--epsilon", type=float, help="KL budget in nats per sample")
     query.add_argument("--beta", type=float, help="fixed β, for the inverse question")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = epsilon_to_beta_parser().parse_args(argv)
     try:
         check_positive("epsilon" if args.epsilon is not None else "beta", _query(args))
         sweep = load_sweep(args.sweep)

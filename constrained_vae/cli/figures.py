@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from constrained_vae.cli.common import ArgumentParser, user_error
+from constrained_vae.core.checks import check_positive_int
 from constrained_vae.errors import UserInputError
 from constrained_vae.plots.run_figures import write_figures
 from constrained_vae.run.device import resolve_device
@@ -21,7 +22,7 @@ from constrained_vae.run.settings import DEVICES, check_seed
 KL_IMAGE_BYTES = 12
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def figures_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="analysis/figures.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -29,9 +30,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="picks the images shown and the prior samples")
     parser.add_argument("--num-kl-images", type=int, default=1024, help="images averaged for the KL per dimension")
     parser.add_argument("--device", default="cpu", choices=DEVICES, help="default cpu; auto: CUDA if available")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = figures_parser().parse_args(argv)
     try:
         check_seed(args.seed)
+        check_positive_int("num_kl_images", args.num_kl_images)  # named by its flag, before the run is read
         images = f"--num-kl-images {args.num_kl_images}"
         check_fits(args.num_kl_images * KL_IMAGE_BYTES, "cpu", f"{images} (at least {KL_IMAGE_BYTES} bytes an image)")
         device = resolve_device(args.device).type  # `cuda` without a GPU: a ConfigError, one line

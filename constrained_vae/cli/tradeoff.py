@@ -27,12 +27,16 @@ from constrained_vae.errors import UserInputError
 from constrained_vae.plots.tradeoff import format_table, write_tradeoff_analysis
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def tradeoff_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="analysis/tradeoff_curves.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("sweep", help="a sweep folder made by experiments/sweep.py")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = tradeoff_parser().parse_args(argv)
     try:
         sweep = load_sweep(args.sweep)
         table, paths = write_tradeoff_analysis(sweep)

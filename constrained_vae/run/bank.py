@@ -41,7 +41,7 @@ from constrained_vae.errors import ConfigError
 from constrained_vae.run import memory
 from constrained_vae.run.device import resolve_device
 from constrained_vae.run.settings import RunConfig
-from constrained_vae.run.trainee import Trainee, load_run_dataset
+from constrained_vae.run.trainee import Trainee, check_batch_size, load_run_dataset
 
 Strategy = Literal["stacked", "sequential", "threaded"]
 STRATEGIES: tuple[str, ...] = ("stacked", "sequential", "threaded")
@@ -106,6 +106,7 @@ class Bank:
                 datasets[key] = dataset, dataset.batches(resolve_device(config.device))
             keys.append(key)
         # a step that cannot fit is refused before any model is built (a bank's members are of one shape)
+        check_batch_size(configs[0], datasets[keys[0]][0])
         memory.check_step_fits(configs[0], datasets[keys[0]][0].sample_shape, len(configs))
         members = [Trainee.build(config, *datasets[key]) for config, key in zip(configs, keys, strict=True)]
         return cls(members, strategy)

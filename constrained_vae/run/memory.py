@@ -32,6 +32,7 @@ from constrained_vae.run.settings import GENERATED_DATASET, RunConfig
 BACKWARD_FACTOR = 2.0
 OPTIMIZER_COPIES = 4  # a float32 parameter, its gradient and Adam's two moments
 FLOAT32_BYTES = 4
+IMAGE_MODELS = ("conv", "higgins-mlp")  # the models of 64×64 images, of 1 or 3 channels
 
 
 def format_bytes(count: float) -> str:
@@ -93,11 +94,12 @@ def check_fits(needed: float, device: torch.device | str, what: str, advice: str
 def _saved_bytes(model_kind: str, sample_shape: tuple[int, ...], latent_dim: int, likelihood: str, batch: int) -> int:
     """The bytes autograd saves for the backward of one forward (NLL and KL) at ``batch`` examples, on the CPU
     (the sizes are those of any device), leaving torch's random state as it was."""
-    saved = 0
+    storages: dict[int, int] = {}  # a tensor saved by several operations (a ReLU's output, the next layer's input)
+    # is held once
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        saved += tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.random.fork_rng(devices=[]):
@@ -107,7 +109,7 @@ def _saved_bytes(model_kind: str, sample_shape: tuple[int, ...], latent_dim: int
         noise = torch.zeros(batch, latent_dim)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             vae_terms(model, nll_of, x, noise)
-    return saved
+    return sum(storages.values())
 
 
 def parameter_count(model_kind: str, sample_shape: tuple[int, ...], latent_dim: int) -> int:
@@ -162,6 +164,24 @@ def check_step_fits(config: RunConfig, sample_shape: tuple[int, ...], members: i
     )
 
 
+def smallest_sample_shape(config: RunConfig) -> tuple[int, ...] | None:
+    """The shape of an observation of the resolved ``config``'s data, known without reading them: the generated
+    data's, or the smallest image a 64×64 model takes (one channel: a lower bound); None where unknown."""
+    if config.dataset == GENERATED_DATASET:
+        return (len(config.spectrum),)
+    return (1, 64, 64) if config.model in IMAGE_MODELS else None
+
+
+def check_config_fits(config: RunConfig) -> None:
+    """:class:`check_data_fits` and, where the observation's shape is known without reading the data,
+    :class:`check_step_fits` for one run of the resolved ``config``: for a caller that plans runs (a sweep) and
+    refuses before anything is written; the bank checks again with its data and its members."""
+    check_data_fits(config)
+    shape = smallest_sample_shape(config)
+    if shape is not None:
+        check_step_fits(config, shape)
+
+
 def check_data_fits(config: RunConfig) -> None:
     """:class:`ResourceError` when the data generated from ``config`` (``--num-samples`` rows of linear-Gaussian
     data) cannot fit in memory; checked before they are generated."""
@@ -182,6 +202,7 @@ __all__ = [
     "BACKWARD_FACTOR",
     "activation_bytes_per_example",
     "available_bytes",
+    "check_config_fits",
     "check_data_fits",
     "check_fits",
     "check_step_fits",

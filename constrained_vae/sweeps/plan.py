@@ -27,10 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from constrained_vae.errors import ConfigError, DataError, SweepError, UserInputError
-from constrained_vae.run import folder, locks
+from constrained_vae.run import folder, locks, memory
 from constrained_vae.run.loop import resume_config
 from constrained_vae.run.settings import RESUMABLE_OVERRIDES, RunConfig
-from constrained_vae.sweeps.grid import EPSILON_POINT_FIELDS, GRID_FIELDS, Grid, Point, check_settings_apply
+from constrained_vae.sweeps.grid import (
+    EPSILON_POINT_FIELDS,
+    GRID_FIELDS,
+    Grid,
+    Point,
+    check_settings_apply,
+    check_sweepable,
+)
 from constrained_vae.sweeps.records import read_json_record
 from constrained_vae.sweeps.tasks import Task
 
@@ -83,6 +90,7 @@ def plan_sweep(sweep_dir: str | Path, grid: Grid, settings: dict[str, Any], comm
 
 def point_configs(grid: Grid, settings: dict[str, Any]) -> dict[Point, RunConfig]:
     """Every point's resolved config; :class:`ConfigError` for the first bad one."""
+    check_sweepable(settings)
     if not grid.epsilon and not grid.beta:
         raise ConfigError("give --epsilon and/or --beta values to sweep over")
     check_settings_apply(settings, has_epsilon_points=bool(grid.epsilon))
@@ -95,13 +103,14 @@ def point_configs(grid: Grid, settings: dict[str, Any]) -> dict[Point, RunConfig
 
 
 def check_resources(config: RunConfig) -> None:
-    """What every point needs that a config cannot check by itself: the data file.
+    """What every point needs that a config cannot check by itself: the data file, the memory of a step.
 
     (The device is Ray's to provide: ``--device cuda`` needs ``--gpus-per-run``, see
     :func:`~constrained_vae.sweeps.ray_executor.checked_resources`.)
     """
     if config.data_path is not None and not Path(config.data_path).is_file():
         raise DataError(f"--data-path {config.data_path} is not a file")
+    memory.check_config_fits(config)
 
 
 def sweep_record(command: Sequence[str], grid: Grid, settings: dict[str, Any]) -> dict[str, Any]:
