@@ -44,16 +44,16 @@ SCRIPTS: dict[str, Script] = {
 # Scripts that are not walked, and why.
 NOT_WALKED = {"experiments/closed_form_check.py": "a benchmark of the closed form with its own table of cases"}
 
-# What a flag needs beside the base command to apply at all (the objective or rule that takes it).
+# What a flag needs beside the base command to apply at all (the objective or rule that takes it); a sweep
+# takes no κ (its points are ε and β values), so its --kappa is walked in the base command as it is.
 CONTEXT: dict[str, list[str]] = {
-    "--kappa": ["--objective", "geco"],
     "--capacity-gamma": ["--objective", "capacity"],
     "--anneal-steps": ["--objective", "controlvae"],
     "--dual-kp": ["--dual-update", "pi"],
     "--dual-ema": ["--dual-update", "log+ema"],
 }
 # The base command's budget, dropped when the flag walked is a budget itself.
-BUDGETS = ("--epsilon", "--beta", "--kappa")
+BUDGETS = ("--epsilon", "--beta")
 
 FLOAT_VALUES = ("0", "-1", "nan", "inf", "-inf", "1e308")  # 1e308: beyond float32
 INT_VALUES = ("0", "-1", "99999999999999999999999")  # the last: beyond int64
@@ -112,6 +112,8 @@ def command(script: str, flag: str, value: str) -> list[str]:
     base = list(SCRIPTS[script][2])
     if script in ("experiments/run.py", "experiments/sweep.py") and flag in BUDGETS:
         base = base[: base.index("--epsilon")]
+    if script == "experiments/run.py" and flag == "--kappa":
+        base = [*base[: base.index("--epsilon")], "--objective", "geco"]
     if script == "analysis/epsilon_to_beta.py" and flag not in ("--epsilon", "--beta"):
         base.append("--epsilon=1")
     return [*base, *CONTEXT.get(flag, []), f"{flag}={value}"]

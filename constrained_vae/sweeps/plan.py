@@ -90,10 +90,10 @@ def plan_sweep(sweep_dir: str | Path, grid: Grid, settings: dict[str, Any], comm
 
 def point_configs(grid: Grid, settings: dict[str, Any]) -> dict[Point, RunConfig]:
     """Every point's resolved config; :class:`ConfigError` for the first bad one."""
+    check_settings_apply(settings, has_epsilon_points=bool(grid.epsilon))
     check_sweepable(settings)
     if not grid.epsilon and not grid.beta:
         raise ConfigError("give --epsilon and/or --beta values to sweep over")
-    check_settings_apply(settings, has_epsilon_points=bool(grid.epsilon))
     configs = {point: point.config(settings).resolved() for point in grid.points()}
     names = [point.name for point in configs]
     clashes = sorted({name for name in names if names.count(name) > 1})
