@@ -12,6 +12,7 @@ import argparse
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -235,3 +236,31 @@ def test_a_reference_sweep_that_does_not_exist_is_one_line_and_writes_no_analysi
     assert study_analysis.analysis_main([str(tmp_path / "study"), "--reference", "/nonexistent"]) == 2
     assert capsys.readouterr().err == "error: --reference: /nonexistent is not a folder\n"
     assert list((tmp_path / "study").iterdir()) == []
+
+
+def test_a_spectrum_beyond_float32_is_one_line_without_numpy_warnings(tmp_path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning (an overflow casting the data) would fail the test
+        with pytest.raises(SystemExit) as stopped:
+            run_main(["--out", str(tmp_path / OUT), *LG, "--epsilon", "1", "--spectrum", "1e308,1"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: argument --spectrum: --spectrum values must be at most 3.403e+38")
+        and err.count("\n") == 1
+    ), err
+    assert not (tmp_path / OUT).exists()
+
+
+def test_figures_and_scores_of_a_run_stopped_before_its_first_checkpoint_say_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_main(["--out", str(run), *LG, "--epsilon", "1"]) == 0
+    (run / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    assert figures.main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"error: {run} has no checkpoint.pt: its run was stopped before its first checkpoint, so there is "
+        "no trained model to read\n"
+    )
+    assert "resume" not in err and not (run / "figures").exists()

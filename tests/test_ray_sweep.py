@@ -189,3 +189,4 @@ print(status, ray.is_initialized(), len(children))
         )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "0 False 0"  # finished; Ray shut down, none of its processes left
+    assert "Token authentication" not in done.stderr  # Ray's note on the Ray the sweep started is not shown
