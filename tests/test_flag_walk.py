@@ -264,3 +264,14 @@ def test_figures_and_scores_of_a_run_stopped_before_its_first_checkpoint_say_so(
         "no trained model to read\n"
     )
     assert "resume" not in err and not (run / "figures").exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--threads", "2000"), ("--cpus-per-run", "2000")])
+def test_more_torch_threads_than_any_machine_has_are_refused_before_torch_crashes_on_them(
+    tmp_path, capsys, flag, value
+):
+    main = run_main if flag == "--threads" else sweep_main
+    extra = [] if flag == "--threads" else ["--executor", "local"]
+    assert main(["--out", str(tmp_path / OUT), *LG, "--epsilon", "1", *extra, flag, value]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {flag} ")
+    assert not (tmp_path / OUT).exists()

@@ -41,6 +41,7 @@ except ImportError:  # a sweep on one machine trains in its own process (--execu
 from constrained_vae.core.checks import check_positive_int
 from constrained_vae.errors import ConfigError, SweepError
 from constrained_vae.run.bank import Strategy
+from constrained_vae.run.settings import MAX_THREADS
 from constrained_vae.sweeps import ray_watchdog
 from constrained_vae.sweeps.plan import SWEEP_FILE
 from constrained_vae.sweeps.progress import PROGRESS_INTERVAL_S, Progress
@@ -165,6 +166,8 @@ def checked_resources(
             raise ConfigError(f"{flag} must be a {kind} number, got {value:g}")
     if cpus > cores * MAX_CPUS_PER_CORE:
         raise ConfigError(f"--cpus-per-run {cpus:g} is more than any machine has (this one has {cores} cores)")
+    if cpus > MAX_THREADS:  # a point's CPUs are its torch threads
+        raise ConfigError(f"--cpus-per-run {cpus:g}: a point's CPUs are its torch threads, at most {MAX_THREADS}")
     if gpus_per_run > MAX_GPUS_PER_RUN:
         raise ConfigError(f"--gpus-per-run {gpus_per_run:g} is more than any machine has (at most {MAX_GPUS_PER_RUN})")
     if max_retries < 0:
