@@ -189,3 +189,30 @@ print(status, ray.is_initialized(), len(children))
         )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "0 False 0"  # finished; Ray shut down, none of its processes left
+
+
+def test_a_sweep_that_starts_its_own_ray_prints_no_note_of_its_token(tmp_path):
+    """Ray notes on stderr that it turned token authentication on, where ``RAY_AUTH_MODE`` is not set (a bare
+    environment: this module's Ray sets it for the scripts that join it)."""
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(tmp_path)), "PYTHONPATH": str(ROOT)}
+    with ray_temp_dir() as temp:
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "experiments" / "sweep.py"),
+                "--out",
+                "sweep",
+                "--epsilon",
+                "1",
+                *RUN,
+                "--steps",
+                "20",
+            ],
+            cwd=tmp_path,
+            env=env | {"RAY_TMPDIR": str(temp)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 0, done.stderr
+    assert "Token authentication" not in done.stderr, done.stderr

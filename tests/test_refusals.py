@@ -83,8 +83,8 @@ def test_the_grid_of_zeros_is_refused_before_anything_trains(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--betas", "0", "4"], "--beta must be positive, got 0.0 (β = 0"),
-        (["--extra-epsilons", "0"], "--epsilon must be positive, got 0.0 (a KL budget of 0"),
+        (["--betas", "0", "4"], "--betas must be positive, got 0.0 (β = 0"),
+        (["--extra-epsilons", "0"], "--extra-epsilons must be positive, got 0.0 (a KL budget of 0"),
     ],
 )
 def test_the_study_refuses_a_budget_of_zero_before_its_folder_is_written(tmp_path, capsys, args, message):

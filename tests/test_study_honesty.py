@@ -166,7 +166,7 @@ def test_a_study_whose_every_constrained_run_met_its_budget_compares_every_pair_
     ("args", "message"),
     [
         (["--select-by", "bogus"], "error: --select-by 'bogus' is no score of the study's runs; choose one of mig.mig"),
-        (["--reference", "/nonexistent"], "error: /nonexistent is not a folder"),
+        (["--reference", "/nonexistent"], "error: --reference: /nonexistent is not a folder"),
         (["--seed", "-1"], "error: --seed must be an integer from 0"),
     ],
 )

@@ -168,12 +168,12 @@ def test_a_point_stopped_before_its_first_checkpoint_is_started_afresh(sweep_cop
 
 def test_a_diverging_point_is_reported_and_recorded_and_the_others_finish(tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert sweep_in_process(out, "--epsilon", "1", "--beta", "1", "1e39") == 1
+    assert sweep_in_process(out, "--epsilon", "1", "--beta", "1", "3e38") == 1
     stdout = capsys.readouterr().out
-    assert statuses(stdout) == {"eps1-seed0": "done", "beta1-seed0": "done", "beta1e+39-seed0": "failed"}
-    assert "failed: beta1e+39-seed0: TrainingDiverged: training diverged at step 1" in stdout
+    assert statuses(stdout) == {"eps1-seed0": "done", "beta1-seed0": "done", "beta3e+38-seed0": "failed"}
+    assert "failed: beta3e+38-seed0: TrainingDiverged: training diverged at step 1" in stdout
     failures = json.loads((out / "failures.json").read_text())
-    assert list(failures) == ["beta1e+39-seed0"] and failures["beta1e+39-seed0"].startswith("TrainingDiverged: ")
+    assert list(failures) == ["beta3e+38-seed0"] and failures["beta3e+38-seed0"].startswith("TrainingDiverged: ")
     assert folder.read_summary(out / "eps1-seed0")["steps"] == 20
     assert folder.read_summary(out / "beta1-seed0")["steps"] == 20
     assert ray.is_initialized()  # the sweep leaves the Ray of its process running

@@ -32,6 +32,12 @@ def numbers(rows):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
+def log_text(run_dir):
+    """metrics.csv as written, byte for byte, without the wall-clock column (the last)."""
+    lines = (run_dir / folder.TRAINING_LOG).read_bytes().splitlines(keepends=True)
+    return [line.rsplit(b",", 1)[0] for line in lines]
+
+
 def model_state(run_dir):
     return torch.load(run_dir / folder.CHECKPOINT_FILE, weights_only=False)["model"]
 
@@ -113,6 +119,7 @@ def test_resume_continues_bit_for_bit(tmp_path, config):
     train(half, tmp_path / "split", progress=False)
     train(resume_config(tmp_path / "split", {"steps": n}), tmp_path / "split", resume=True, progress=False)
     assert numbers(folder.read_metrics(tmp_path / "split")) == numbers(folder.read_metrics(tmp_path / "straight"))
+    assert log_text(tmp_path / "split") == log_text(tmp_path / "straight")  # ε = 2.0 stays "2.0", not "2"
     assert_same_state(model_state(tmp_path / "split"), model_state(tmp_path / "straight"))
     straight = torch.load(tmp_path / "straight" / folder.CHECKPOINT_FILE, weights_only=False)
     split = torch.load(tmp_path / "split" / folder.CHECKPOINT_FILE, weights_only=False)
@@ -136,6 +143,7 @@ def test_resume_after_a_crash_between_checkpoints_drops_the_unsaved_rows(tmp_pat
     assert rows[-1]["step"] == 40
     train(resume_config(tmp_path / "crashed", {}), tmp_path / "crashed", resume=True, progress=False)
     assert numbers(folder.read_metrics(tmp_path / "crashed")) == numbers(folder.read_metrics(tmp_path / "straight"))
+    assert log_text(tmp_path / "crashed") == log_text(tmp_path / "straight")
 
 
 def test_resuming_a_finished_run_off_the_log_grid_keeps_its_last_row_and_summary(tmp_path):

@@ -29,23 +29,27 @@ from constrained_vae.analysis.epsilon_beta import (
 )
 from constrained_vae.analysis.sweep_table import Sweep, load_sweep
 from constrained_vae.cli.common import ArgumentParser, user_error
+from constrained_vae.core.checks import check_positive
 from constrained_vae.errors import SweepError, UserInputError
 
 PROG = "analysis/epsilon_to_beta.py"  # the script; `cvae` passes its own prog
 
 
-def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    """Parse ``argv``, print the effective β of an ε (or the ε of a β).
-
-    ``prog`` is the command as a user types it (the help's and the errors').
-    """
+def epsilon_to_beta_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The flags; ``prog`` is the command as a user types it (the help's and the errors')."""
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="a sweep folder made by experiments/sweep.py")
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--epsilon", type=float, help="KL budget in nats per sample")
     query.add_argument("--beta", type=float, help="fixed β, for the inverse question")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Parse ``argv``, print the effective β of an ε (or the ε of a β); ``prog`` as in the parser's."""
+    args = epsilon_to_beta_parser(prog).parse_args(argv)
     try:
+        check_positive("epsilon" if args.epsilon is not None else "beta", _query(args))
         sweep = load_sweep(args.sweep)
         answer, warning = (
             answer_epsilon(sweep, args.epsilon) if args.epsilon is not None else answer_beta(sweep, args.beta)
@@ -57,6 +61,11 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         if line:
             print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def _query(args: argparse.Namespace) -> float:
+    """The ε or the β asked about."""
+    return args.epsilon if args.epsilon is not None else args.beta
 
 
 def _range_text(sweep: Sweep) -> str:
@@ -72,8 +81,7 @@ def _range_text(sweep: Sweep) -> str:
 def answer_epsilon(sweep: Sweep, epsilon: float) -> tuple[str, str | None]:
     """The three estimates of the effective β at ``epsilon`` as text, and a warning (or None)
     when the dual one rests on runs that did not meet their constraint."""
-    if not (math.isfinite(epsilon) and epsilon > 0):
-        raise SweepError(f"--epsilon must be a positive number, got {epsilon}")
+    check_positive("epsilon", epsilon)
     estimates = estimate_beta(sweep, epsilon)
     names = {"dual": "dual (converged λ)", "inverse_fixed": "inverse fixed-β", "slope": "slope −dNLL/dKL"}
     if all(not math.isfinite(estimates[f"beta_{k}"]) for k in names):

@@ -204,6 +204,8 @@ def run_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             if args.resume:
                 raise UserInputError("--config starts a new run; a resumed run (--resume) reads its own config.json")
             settings = settings_from_file(args.config) | settings  # a flag given overrides the file
+        if args.resume or args.out:
+            folder.check_name(args.resume or args.out, "--resume" if args.resume else "--out")
         if args.resume:
             if args.out and Path(args.out) != Path(args.resume):
                 raise UserInputError("give either --out (a new run) or --resume (an existing one), not both")

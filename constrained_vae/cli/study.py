@@ -15,6 +15,7 @@ from constrained_vae.cli.sweep import check_sweep_arguments, sweep_main
 from constrained_vae.errors import UserInputError
 from constrained_vae.evaluation.metrics import DCI_PREDICTORS, METRICS
 from constrained_vae.evaluation.scoring import CODE_DTYPES, check_metric_seed, protocols_with
+from constrained_vae.run import folder
 from constrained_vae.run.device import resolve_device
 from constrained_vae.run.presets import LOCATELLO_2019, PRESETS
 from constrained_vae.run.settings import DEVICES, RunConfig
@@ -150,6 +151,7 @@ def study_main(argv: Sequence[str] | None = None, prog: str = PROG, sweep_prog: 
     plan = StudyPlan(tuple(b + 0.0 for b in args.betas), tuple(e + 0.0 for e in args.extra_epsilons), tuple(args.seeds))
     overrides = {name: getattr(args, f"eval_{name}") for name in EVAL_SETTINGS}
     try:
+        folder.check_name(args.out, "--out")
         return run_study(
             args.out,
             plan,

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from constrained_vae.analysis.study import DEFAULT_SELECT_BY
+from constrained_vae.analysis.sweep_table import load_sweep
 from constrained_vae.cli.common import ArgumentParser, user_error
-from constrained_vae.errors import UserInputError
+from constrained_vae.errors import SweepError, UserInputError
 from constrained_vae.plots.study import ANALYSIS_DIR, write_study_analysis
 
 PROG = "analysis/study.py"  # the script; `cvae study-analysis` passes its own prog
@@ -40,9 +41,15 @@ def analysis_main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     if not 0 <= args.seed < 2**32:  # numpy's generators take no negative seed
         return user_error(f"--seed must be an integer from 0 to {2**32 - 1}, got {args.seed}")
     try:
+        reference = None
+        if args.reference is not None:  # read before anything is written into STUDY/analysis/
+            try:
+                reference = load_sweep(args.reference)
+            except UserInputError as error:
+                raise SweepError(f"--reference: {error}") from None
         report, paths, warnings = write_study_analysis(
             args.study,
-            reference=args.reference,
+            reference=reference,
             select_by=args.select_by,
             traversals=not args.no_traversals,
             device=args.device,

@@ -23,7 +23,7 @@ from constrained_vae.cli.common import (
 )
 from constrained_vae.cli.run import add_run_arguments
 from constrained_vae.errors import UnrecordedSweep, UserInputError
-from constrained_vae.run import locks
+from constrained_vae.run import folder, locks
 from constrained_vae.run.bank import STRATEGIES
 from constrained_vae.run.settings import RunConfig
 from constrained_vae.sweeps.grid import GRID_FIELDS, Grid
@@ -180,6 +180,7 @@ def sweep_main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     args = sweep_parser(prog).parse_args(argv)
     grid, command = grid_from_args(args), [*prog.split(), *argv]
     try:
+        folder.check_name(args.out, "--out")
         settings = run_settings_from_args(args)
         resources = resources_from_args(args, settings)
         plan_sweep(args.out, grid, settings, command)  # bad input is refused before the folder is touched

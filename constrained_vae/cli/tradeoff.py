@@ -22,14 +22,17 @@ from constrained_vae.plots.tradeoff import format_table, write_tradeoff_analysis
 PROG = "analysis/tradeoff_curves.py"  # the script; `cvae` passes its own prog
 
 
-def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    """Parse ``argv``, write the sweep's tradeoff table and figures, print the table.
-
-    ``prog`` is the command as a user types it (the help's and the errors').
-    """
+def tradeoff_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The flags; ``prog`` is the command as a user types it (the help's and the errors')."""
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="a sweep folder made by experiments/sweep.py")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Parse ``argv``, write the sweep's tradeoff table and figures, print the table; ``prog`` as in
+    :func:`tradeoff_parser`."""
+    args = tradeoff_parser(prog).parse_args(argv)
     try:
         sweep = load_sweep(args.sweep)
         table, paths = write_tradeoff_analysis(sweep)

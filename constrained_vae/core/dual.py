@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import cooper
 import torch
 
-from constrained_vae.core.checks import check_non_negative, check_positive
+from constrained_vae.core.checks import check_finite, check_non_negative, check_positive
 from constrained_vae.errors import ConfigError
 
 RULES = ("gradient", "log", "pi", "augmented")
@@ -239,12 +239,20 @@ class MultiplierSettings:
         if self.dual_lr is not None:
             check_positive("dual_lr", self.dual_lr)
         if self.multiplier_init is not None:
-            check_non_negative("multiplier_init", self.multiplier_init)
-            if update.rule == "log" and not self.multiplier_init > 0:
+            check_finite("multiplier_init", self.multiplier_init, minimum=-math.inf, maximum=math.inf)
+            if update.rule != "log":
+                check_non_negative("multiplier_init", self.multiplier_init)
+            elif not self.multiplier_init > 0:
                 what = "the initial β = 1/λ" if self.positive_multiplier else "log λ"
                 raise ConfigError(
                     f"{objective} with --dual-update {update} needs a positive --multiplier-init ({what}), "
                     f"got {self.multiplier_init}"
+                )
+            low, high = LOG_RANGE
+            if update.rule == "log" and not low <= self.multiplier_init <= high:  # the range the rule keeps λ in
+                raise ConfigError(
+                    f"--multiplier-init must be within [{low:g}, {high:g}] under --dual-update {update} "
+                    f"(the range the log rule keeps λ in), got {self.multiplier_init:g}"
                 )
         if self.dual_kp is not None:
             check_non_negative("dual_kp", self.dual_kp)

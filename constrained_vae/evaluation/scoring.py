@@ -48,9 +48,14 @@ from constrained_vae.evaluation.metrics import METRICS, RepresentationFn, dci_fr
 from constrained_vae.evaluation.metrics.sampling import factor_sizes_of, train_and_test_codes
 from constrained_vae.run import folder, locks
 from constrained_vae.run.loop import load_run
+from constrained_vae.run.memory import check_fits
 from constrained_vae.run.settings import RunConfig
 
 ENCODE_BATCH = 256  # observations per encoder forward pass
+# The least memory a protocol size takes, for refusing sizes beyond the machine before any metric runs: a
+# sampled point holds at least one int64 factor and one float64 code value; a histogram bin, its float64 edge.
+POINT_BYTES = 16
+BIN_BYTES = 8
 HELD_OUT_NAMES = ("num_eval", "num_test")  # what each metric calls its held-out points
 NOT_PROTOCOL = ("seed", "n_jobs")  # keyword arguments that are not protocol: recorded apart, or change only speed
 HEADLINE_SCORES = (
@@ -126,8 +131,11 @@ def check_protocol_setting(setting: str, value: Any, flag_prefix: str = "--") ->
     if not (setting.startswith("num_") or setting == "batch_size"):
         return
     minimum = 2 if setting == "num_bins" else 1
+    name = f"{flag_prefix}{setting.replace('_', '-')}"
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{flag_prefix}{setting.replace('_', '-')} must be an integer ≥ {minimum}, got {value}")
+        raise ConfigError(f"{name} must be an integer ≥ {minimum}, got {value}")
+    unit, size = ("bin", BIN_BYTES) if setting == "num_bins" else ("point", POINT_BYTES)
+    check_fits(value * size, "cpu", f"{name} {value} (at least {size} bytes a {unit})", f"use a smaller {name}")
 
 
 def check_metric_seed(seed: Any, flag: str = "--seed") -> None:

@@ -131,18 +131,19 @@ def plot_maps(table: pd.DataFrame) -> Figure:
 def write_study_analysis(
     study_dir: str | Path,
     *,
-    reference: str | Path | None = None,
+    reference: Sweep | str | Path | None = None,
     select_by: str | None = None,
     traversals: bool = True,
     device: str = "cpu",
     seed: int = 0,
 ) -> tuple[str, list[Path], list[str]]:
     """Write ``STUDY/analysis/`` (see the module docstring); return a Markdown report, the paths written and
-    the warnings (:func:`~constrained_vae.analysis.study.study_warnings`). Bad input (no study, a reference
-    that is no sweep, a ``select_by`` that is no score of the runs) is refused before anything is written;
-    ``select_by`` None picks by the default score when the runs hold it, else draws no traversals."""
+    the warnings (:func:`~constrained_vae.analysis.study.study_warnings`). ``reference`` is a sweep to
+    compare the ε ↔ β map with (loaded, or its folder). Bad input (no study, a reference that is no sweep,
+    a ``select_by`` that is no score of the runs) is refused before anything is written; ``select_by``
+    None picks by the default score when the runs hold it, else draws no traversals."""
     record, sweep = load_study(study_dir)
-    reference_sweep = load_sweep(Path(reference)) if reference is not None else None
+    reference_sweep = load_sweep(Path(reference)) if isinstance(reference, (str, Path)) else reference
     select_by = check_select_by(sweep, select_by)
     matched = {beta: float(eps) for beta, eps in record["matched_epsilon"].items()}
     table = study_table(sweep, matched)

@@ -39,9 +39,10 @@ from constrained_vae.core.objectives import StepTerms
 from constrained_vae.core.objectives.base import vae_terms
 from constrained_vae.data import BatchFn, Dataset
 from constrained_vae.errors import ConfigError
+from constrained_vae.run import memory
 from constrained_vae.run.device import resolve_device
 from constrained_vae.run.settings import RunConfig
-from constrained_vae.run.trainee import Trainee, load_run_dataset
+from constrained_vae.run.trainee import Trainee, check_batch_size, load_run_dataset
 
 Strategy = Literal["stacked", "sequential", "threaded"]
 STRATEGIES: tuple[str, ...] = ("stacked", "sequential", "threaded")
@@ -98,13 +99,18 @@ class Bank:
         """The bank of the resolved ``configs``; members whose data settings agree share one dataset and
         its training path on the device (one copy of a dataset kept there)."""
         datasets: dict[tuple[str, ...], tuple[Dataset, BatchFn]] = {}
-        members = []
+        keys = []
         for config in configs:
             key = tuple(repr(getattr(config, name)) for name in (*DATASET_SETTINGS, "seed"))
             if key not in datasets:
+                memory.check_data_fits(config)
                 dataset = load_run_dataset(config)
                 datasets[key] = dataset, dataset.batches(resolve_device(config.device))
-            members.append(Trainee.build(config, *datasets[key]))
+            keys.append(key)
+        # a step that cannot fit is refused before any model is built (a bank's members are of one shape)
+        check_batch_size(configs[0], datasets[keys[0]][0])
+        memory.check_step_fits(configs[0], datasets[keys[0]][0].sample_shape, len(configs))
+        members = [Trainee.build(config, *datasets[key]) for config, key in zip(configs, keys, strict=True)]
         return cls(members, strategy)
 
     def _member_terms(self, params: dict[str, torch.Tensor], x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

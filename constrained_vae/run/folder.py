@@ -29,10 +29,12 @@ import csv
 import io
 import json
 import math
+import os
 import pickle
 import platform
 import re
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -77,6 +79,7 @@ def versions() -> dict[str, Any]:
 
 
 RUN_FILES = (CONFIG_FILE, TRAINING_LOG, SUMMARY_FILE, CHECKPOINT_FILE)
+RUN_FILE_NAME_MAX = 64  # the longest name written inside a run or sweep folder (a point's folder, a temp file)
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -91,6 +94,41 @@ def is_started(run_dir: Path) -> bool:
 def is_unstarted(run_dir: Path) -> bool:
     """A folder whose run was stopped before its first checkpoint: it holds run files but cannot resume."""
     return holds_run(run_dir) and not is_started(run_dir)
+
+
+def _name_limits(path: Path) -> tuple[int, int]:
+    """The longest file name and path (bytes) of the file system that ``path`` is, or would be, on."""
+    existing = next((p for p in path.parents if os.path.isdir(p)), Path("."))  # isdir: False for a name too long
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        return 255, 4096
+
+
+def check_name(path: str | Path, flag: str) -> None:
+    """RunFolderError naming ``flag`` when ``path`` has a name longer than its file system takes (checked
+    before anything is written, so that a run does not fail at its first file)."""
+    path = Path(path)
+    name_max, path_max = _name_limits(path.absolute())
+    for part in path.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise RunFolderError(
+                f"{flag}: the name {part[:20]}… is {len(os.fsencode(part))} bytes long, more than the {name_max} "
+                "a file name may have here"
+            )
+    if len(os.fsencode(str(path.absolute()))) + RUN_FILE_NAME_MAX > path_max:
+        raise RunFolderError(f"{flag}: the path is longer than the {path_max} bytes a path may have here")
+
+
+def check_writable(run_dir: str | Path) -> None:
+    """RunFolderError unless files can be created in ``run_dir`` (a probe file, removed at once): an
+    existing run that cannot be written (read-only, immutable) is refused before it is trained."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-check.", suffix=".tmp")
+    except OSError as error:
+        raise RunFolderError(f"cannot write in {run_dir}: {error.strerror or error}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_new(run_dir: str | Path) -> None:
@@ -217,7 +255,7 @@ def truncate_metrics(run_dir: Path, last_step: int, log_every: int, final_step: 
     rows = [row for row in read_metrics(run_dir) if row["step"] <= last_step]
     if rows and rows[-1]["step"] == last_step and last_step % log_every != 0 and last_step < final_step:
         rows.pop()
-    records = [[_format(row[c]) for c in TRAINING_LOG_COLUMNS] for row in rows]
+    records = [[_format(column, row[column]) for column in TRAINING_LOG_COLUMNS] for row in rows]
     atomic_write_bytes(Path(run_dir) / TRAINING_LOG, _csv_text([TRAINING_LOG_COLUMNS, *records]).encode())
 
 
@@ -227,10 +265,13 @@ def _csv_text(records: Iterable[Iterable[str]]) -> str:
     return buffer.getvalue()
 
 
-def _format(value: float) -> str:
+def _format(column: str, value: float) -> str:
+    """A value of ``column`` as :func:`append_metrics` wrote it: the step an integer, every other column a
+    float as ``str`` writes it (``1.0``, not ``1``), an empty field for NaN; so a resumed run's rows read
+    back and rewritten are the bytes an uninterrupted run wrote."""
     if math.isnan(value):
         return ""
-    return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(value)
+    return str(int(value)) if column == "step" else repr(float(value))
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:

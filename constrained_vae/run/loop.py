@@ -60,6 +60,7 @@ def prepare(trainee: Trainee, run_dir: Path, *, resume: bool) -> bool:
         folder.create(run_dir, config)
         folder.save_checkpoint(run_dir, trainee.state_dict())  # a usable checkpoint from step 0
         return True
+    folder.check_writable(run_dir)
     state = folder.load_checkpoint(run_dir, config)
     if config.steps < state["step"]:
         raise ConfigError(f"--steps {config.steps} is fewer than the {state['step']} steps the run has done")
@@ -398,6 +399,11 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Trainee:
     likelihood at the checkpoint's step.
     """
     config = folder.read_config(run_dir)
+    if not folder.is_started(Path(run_dir)):
+        raise RunFolderError(
+            f"{run_dir} has no {folder.CHECKPOINT_FILE}: its run was stopped before its first checkpoint, "
+            "so there is no trained model to read"
+        )
     config = RunConfig.from_dict(config.to_dict() | {"device": device}).resolved()
     trainee = Trainee.build(config)
     trainee.load_state_dict(folder.load_checkpoint(run_dir, config))

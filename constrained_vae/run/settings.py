@@ -24,7 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from constrained_vae.core.checks import check_choice, check_positive, check_positive_int
+from constrained_vae.core.checks import FLOAT32_MAX, check_choice, check_positive, check_positive_int, flag
 from constrained_vae.core.models import IMAGE_MODELS, MODELS
 from constrained_vae.core.objectives import (
     OBJECTIVE_FIELDS,
@@ -73,6 +73,7 @@ GENERATED_DATA_SETTINGS = ("spectrum", "num_samples")
 # What config.json holds beside the settings: the objective's name and provenance (see run.folder); never read back.
 RECORDS = ("mode", "versions", "resumes")
 POSITIVE_INTEGERS = ("latent_dim", "steps", "batch_size", "num_samples", "log_every", "checkpoint_every", "threads")
+MAX_THREADS = 1024  # torch's thread pool fails to start (a crash, not an error) far beyond any machine's cores
 
 
 @dataclass
@@ -191,20 +192,22 @@ class RunConfig:
             raise ConfigError(f"compile must be true, false or null, got {self.compile!r}")
         if not isinstance(self.tensorboard, bool):
             raise ConfigError(f"tensorboard must be true or false, got {self.tensorboard!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
+        check_seed(self.seed)
         for name in POSITIVE_INTEGERS:
             value = getattr(self, name)
             if value is not None:
-                check_positive_int(name, value)
+                if name == "threads":
+                    check_positive_int(name, value, maximum=MAX_THREADS, reason="more threads than any machine's cores")
+                else:
+                    check_positive_int(name, value)
         for name in ("lr", "sigma"):
             value = getattr(self, name)
             if value is not None:
                 check_positive(name, value)
         if not isinstance(self.spectrum, (list, tuple)) or not all(isinstance(s, (int, float)) for s in self.spectrum):
             raise ConfigError(f"spectrum must be a list of positive numbers, got {self.spectrum!r}")
-        if any(not (math.isfinite(s) and s > 0) for s in self.spectrum) or not self.spectrum:
-            raise ConfigError(f"spectrum must be positive numbers, got {self.spectrum}")
+        if any(not (math.isfinite(s) and 0 < s <= FLOAT32_MAX) for s in self.spectrum) or not self.spectrum:
+            raise ConfigError(f"spectrum must be positive numbers within float32, got {self.spectrum}")
         self._validate_generated_data()
 
     def _validate_model_input(self) -> None:
@@ -246,7 +249,7 @@ class RunConfig:
         if not isinstance(self.factor_sizes, (list, tuple)) or not self.factor_sizes:
             raise ConfigError(f"factor_sizes must be a list of positive integers, got {self.factor_sizes!r}")
         for size in self.factor_sizes:
-            check_positive_int("factor size", size)
+            check_positive_int("factor_sizes", size)
 
     def _validate_preset(self) -> None:
         """A known preset, on a dataset it was published for."""
@@ -344,6 +347,12 @@ def _type_words(hint: Any) -> str:
     return words.get(hint, hint.__name__)
 
 
+def check_seed(value: Any, name: str = "seed") -> None:
+    """A seed: an integer from 0 to :data:`MAX_SEED`; ``name`` is the setting whose flag the message names."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{flag(name)} must be an integer from 0 to {MAX_SEED}, got {value}")
+
+
 def parse_spectrum(text: str) -> list[float]:
     """``"16,8,4"`` → ``[16.0, 8.0, 4.0]``, with a clear error for anything else."""
     try:
@@ -352,6 +361,8 @@ def parse_spectrum(text: str) -> list[float]:
         raise ConfigError(f"--spectrum must be comma-separated numbers, got {text!r}") from None
     if not values or any(not (math.isfinite(v) and v > 0) for v in values):
         raise ConfigError(f"--spectrum must be positive numbers, got {text!r}")
+    if any(v > FLOAT32_MAX for v in values):  # the data are float32: refused before numpy overflows casting them
+        raise ConfigError(f"--spectrum values must be at most {FLOAT32_MAX:.4g} (the largest float32), got {text!r}")
     return values
 
 
@@ -362,6 +373,7 @@ __all__ = [
     "RECORDS",
     "RESUMABLE_OVERRIDES",
     "RunConfig",
+    "check_seed",
     "parse_spectrum",
     "typed_settings",
 ]

@@ -45,11 +45,7 @@ class Trainee:
         device = resolve_device(config.device)
         if dataset is None:
             dataset = load_run_dataset(config)
-        if config.batch_size > len(dataset):
-            raise ConfigError(
-                f"--batch-size {config.batch_size} is larger than the dataset ({len(dataset)} examples of "
-                f"{config.dataset}); batches are drawn from it, so use at most {len(dataset)}"
-            )
+        check_batch_size(config, dataset)
         torch.manual_seed(config.seed)
         if device.type == "cuda":
             torch.cuda.manual_seed_all(config.seed)
@@ -147,6 +143,15 @@ def restore_generator(generator: torch.Generator, saved: torch.Tensor, saved_dev
     else:
         digest = hashlib.blake2b(saved.numpy().tobytes(), digest_size=8).digest()
         generator.manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def check_batch_size(config: RunConfig, dataset: Dataset) -> None:
+    """ConfigError for a batch larger than the dataset it is drawn from."""
+    if config.batch_size > len(dataset):
+        raise ConfigError(
+            f"--batch-size {config.batch_size} is larger than the dataset ({len(dataset)} examples of "
+            f"{config.dataset}); batches are drawn from it, so use at most {len(dataset)}"
+        )
 
 
 def load_run_dataset(config: RunConfig) -> Dataset:

@@ -32,6 +32,15 @@ def point_settings(settings: dict[str, Any], *, epsilon: float | None, beta: flo
     return {**{k: v for k, v in settings.items() if k not in EPSILON_POINT_FIELDS}, "epsilon": None, "beta": beta}
 
 
+def check_sweepable(settings: dict[str, Any]) -> None:
+    """ConfigError for a budget that no point of any grid takes: κ (a grid's points are ε and β values)."""
+    if settings.get("kappa") is not None:
+        raise ConfigError(
+            "--kappa does not apply to a sweep: its points are --epsilon and --beta values, and none takes κ "
+            "(train a geco run with experiments/run.py)"
+        )
+
+
 def check_settings_apply(settings: dict[str, Any], *, has_epsilon_points: bool) -> None:
     """ConfigError for a setting that no point of the grid takes: one only ε points take, in a grid
     without ε points (``--objective fixed-beta`` aside: the β points train that)."""

@@ -28,12 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from constrained_vae.errors import ConfigError, DataError, SweepError, UserInputError
-from constrained_vae.run import folder, locks, tensorboard
+from constrained_vae.run import folder, locks, memory, tensorboard
 from constrained_vae.run.loop import resume_config
 from constrained_vae.run.migrations import recorded_preset
 from constrained_vae.run.presets import preset_settings
 from constrained_vae.run.settings import RESUMABLE_OVERRIDES, RunConfig
-from constrained_vae.sweeps.grid import EPSILON_POINT_FIELDS, GRID_FIELDS, Grid, Point, check_settings_apply
+from constrained_vae.sweeps.grid import (
+    EPSILON_POINT_FIELDS,
+    GRID_FIELDS,
+    Grid,
+    Point,
+    check_settings_apply,
+    check_sweepable,
+)
 from constrained_vae.sweeps.records import read_json_record
 from constrained_vae.sweeps.tasks import Task
 
@@ -87,9 +94,10 @@ def plan_sweep(sweep_dir: str | Path, grid: Grid, settings: dict[str, Any], comm
 
 def point_configs(grid: Grid, settings: dict[str, Any]) -> dict[Point, RunConfig]:
     """Every point's resolved config; :class:`ConfigError` for the first bad one."""
+    check_settings_apply(settings, has_epsilon_points=bool(grid.epsilon))
+    check_sweepable(settings)
     if not grid.epsilon and not grid.beta:
         raise ConfigError("give --epsilon and/or --beta values to sweep over")
-    check_settings_apply(settings, has_epsilon_points=bool(grid.epsilon))
     configs = {point: point.config(settings).resolved() for point in grid.points()}
     names = [point.name for point in configs]
     clashes = sorted({name for name in names if names.count(name) > 1})
@@ -99,14 +107,15 @@ def point_configs(grid: Grid, settings: dict[str, Any]) -> dict[Point, RunConfig
 
 
 def check_resources(config: RunConfig) -> None:
-    """What every point needs that a config cannot check by itself: the data file, and the tensorboard
-    package for ``--tensorboard``.
+    """What every point needs that a config cannot check by itself: the data file, the memory of a step, and
+    the tensorboard package for ``--tensorboard``.
 
     (The device is Ray's to provide: ``--device cuda`` needs ``--gpus-per-run``, see
     :func:`~constrained_vae.sweeps.ray_executor.checked_resources`.)
     """
     if config.data_path is not None and not Path(config.data_path).is_file():
         raise DataError(f"--data-path {config.data_path} is not a file")
+    memory.check_config_fits(config)
     if config.tensorboard:
         tensorboard.check_available()
 

@@ -38,8 +38,10 @@ try:
 except ImportError:  # a sweep on one machine trains in its own process (--executor local)
     ray = None
 
+from constrained_vae.core.checks import check_positive_int
 from constrained_vae.errors import ConfigError, SweepError
 from constrained_vae.run.bank import Strategy
+from constrained_vae.run.settings import MAX_THREADS
 from constrained_vae.sweeps import ray_watchdog
 from constrained_vae.sweeps.plan import SWEEP_FILE
 from constrained_vae.sweeps.progress import PROGRESS_INTERVAL_S, Progress
@@ -51,7 +53,11 @@ NODE_ID_CHARS = 8  # a Ray node as the report names it: the start of its id
 LOCAL_OBJECT_STORE_BYTES = 128 * 2**20  # points hand Ray only small configs and outcomes
 CONNECT_TIMEOUT_S = 10.0  # for a cluster's head to answer --address
 EXECUTORS = ("auto", "ray", "local")
+RAY_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 MAX_CPUS_PER_CORE = 2**20  # --cpus-per-run beyond this many times this machine's cores is a typo, not a cluster
+MAX_GPUS_PER_RUN = 1024  # a point runs on one machine, and none has more GPUs
+MAX_RETRIES = 2**31 - 1  # Ray's max_retries is a 32-bit integer
+MORE_THAN_ANY_MACHINE = "more points at once than any machine has cores for"
 # Default points per bank on each device kind (docs/sweeps.md, "Run banks"): on CPUs a bank is no faster per core than
 # one point per process; on CUDA the study's 42 runs as one bank (provisional until measured on a GPU).
 BANK_SIZES = {"cpu": 1, "cuda": 42}
@@ -132,10 +138,10 @@ def checked_resources(
         executor = "ray" if ray is not None else "local"
     if executor == "ray" and ray is None:
         raise ConfigError("--executor ray needs Ray, which is not installed here (pip install 'ray[default]')")
-    if bank_size < 1:
-        raise ConfigError(f"--bank-size must be a positive integer, got {bank_size}")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be a positive integer, got {workers}")
+    cores = os.cpu_count() or 1
+    check_positive_int("bank_size", bank_size)
+    if workers is not None:
+        check_positive_int("workers", workers, maximum=cores * MAX_CPUS_PER_CORE, reason=MORE_THAN_ANY_MACHINE)
     if executor == "local":
         if address is not None:
             raise ConfigError(
@@ -151,7 +157,6 @@ def checked_resources(
             f"--workers counts points on this machine, but the sweep joins the Ray cluster at {address} "
             "(--address or RAY_ADDRESS): give --cpus-per-run and --gpus-per-run instead"
         )
-    cores = os.cpu_count() or 1
     cpus = cpus_per_run
     if cpus is None:
         cpus = cores if executor == "local" else max(1, cores // workers) if workers else 1
@@ -161,8 +166,14 @@ def checked_resources(
             raise ConfigError(f"{flag} must be a {kind} number, got {value:g}")
     if cpus > cores * MAX_CPUS_PER_CORE:
         raise ConfigError(f"--cpus-per-run {cpus:g} is more than any machine has (this one has {cores} cores)")
+    if cpus > MAX_THREADS:  # a point's CPUs are its torch threads
+        raise ConfigError(f"--cpus-per-run {cpus:g}: a point's CPUs are its torch threads, at most {MAX_THREADS}")
+    if gpus_per_run > MAX_GPUS_PER_RUN:
+        raise ConfigError(f"--gpus-per-run {gpus_per_run:g} is more than any machine has (at most {MAX_GPUS_PER_RUN})")
     if max_retries < 0:
         raise ConfigError(f"--max-retries must be a non-negative integer, got {max_retries}")
+    if max_retries > MAX_RETRIES:
+        raise ConfigError(f"--max-retries must be at most {MAX_RETRIES} (Ray counts retries in a 32-bit integer)")
     if device == "cuda" and not gpus_per_run and executor == "ray":
         raise ConfigError("--device cuda needs --gpus-per-run (each unit's share of a GPU, e.g. 0.25)")
     resources = Resources(
@@ -188,6 +199,8 @@ def ray_for(resources: Resources) -> Iterator[None]:
     watchdog = None
     try:
         if resources.address is None:
+            # Ray's note that it turned token authentication on (it stays on) would precede every sweep's output
+            logging.getLogger(RAY_TOKEN_LOGGER).setLevel(logging.ERROR)
             ray.init(
                 address="local",
                 num_cpus=resources.local_cpus(),

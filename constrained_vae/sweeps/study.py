@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from constrained_vae.core.objectives import ConstrainedSettings, FixedBetaSettings
 from constrained_vae.errors import SweepError
 from constrained_vae.evaluation.scoring import (
     check_metric_seed,
@@ -44,6 +45,7 @@ from constrained_vae.evaluation.scoring import (
 )
 from constrained_vae.files import atomic_write_json
 from constrained_vae.run import folder, locks
+from constrained_vae.run.settings import check_seed
 from constrained_vae.sweeps.grid import EPSILON_POINT_FIELDS, Point
 from constrained_vae.sweeps.records import read_json_record
 
@@ -76,6 +78,19 @@ class StudyPlan:
     betas: tuple[float, ...] = DEFAULT_BETAS
     extra_epsilons: tuple[float, ...] = DEFAULT_EXTRA_EPSILONS
     seeds: tuple[int, ...] = DEFAULT_SEEDS
+
+    def check(self) -> None:
+        """ConfigError naming the study's flag (``--betas``, ``--extra-epsilons``, ``--seeds``) for a bad value,
+        by the rules of the settings they become (a fixed β, a constrained ε, a run's seed)."""
+        for name, values, settings, field in (
+            ("betas", self.betas, FixedBetaSettings, "beta"),
+            ("extra_epsilons", self.extra_epsilons, ConstrainedSettings, "epsilon"),
+        ):
+            check = settings.__dataclass_fields__[field].metadata["check"]
+            for value in values:
+                check(name, value)
+        for seed in self.seeds:
+            check_seed(seed, "seeds")
 
     def to_dict(self) -> dict[str, list]:
         return {"betas": list(self.betas), "extra_epsilons": list(self.extra_epsilons), "seeds": list(self.seeds)}
@@ -238,6 +253,7 @@ def run_study(
     anything is written.
     """
     study_dir = Path(study_dir)
+    plan.check()
     check_sweep_args(sweep_args)
     for epsilons in ([], plan.extra_epsilons or [1.0]):  # each phase's flags, as its sweep will parse them
         sweeps.check(sweep_command(study_dir / SWEEP_DIR, plan, epsilons, sweep_args))

@@ -131,7 +131,8 @@ def positive_budget(reason: str) -> Callable[[str, Any], None]:
         try:
             check_positive(name, value)
         except ConfigError as error:
-            raise ConfigError(f"{error} ({reason})") from None
+            below = isinstance(value, (int, float)) and value <= 0  # the reason is that of a budget of 0 or below
+            raise ConfigError(f"{error} ({reason})" if below else str(error)) from None
 
     return check
 
