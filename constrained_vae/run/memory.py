@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from constrained_vae.core.likelihoods import build_likelihood
-from constrained_vae.core.models import MODELS, build_vae
+from constrained_vae.core.models import IMAGE_MODELS, MODELS, build_vae
 from constrained_vae.core.objectives.base import vae_terms
 from constrained_vae.errors import ResourceError
 from constrained_vae.run.device import resolve_device
@@ -32,7 +32,6 @@ from constrained_vae.run.settings import GENERATED_DATASET, RunConfig
 BACKWARD_FACTOR = 2.0
 OPTIMIZER_COPIES = 4  # a float32 parameter, its gradient and Adam's two moments
 FLOAT32_BYTES = 4
-IMAGE_MODELS = ("conv", "higgins-mlp")  # the models of 64×64 images, of 1 or 3 channels
 
 
 def format_bytes(count: float) -> str:
