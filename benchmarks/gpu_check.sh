@@ -49,7 +49,8 @@ step() {  # step NAME SECONDS COMMAND...: run it with its log in OUT/NAME.log, a
 CUDA_TESTS=(tests/test_cuda.py "tests/test_fast_training.py::test_cuda_steps_never_synchronise_with_the_host"
   "tests/test_fast_training.py::test_cuda_resume_gives_the_same_run_up_to_rounding"
   "tests/test_dsprites.py::test_cuda_batches_match_the_cpu_ones"
-  "tests/test_benchmark_datasets.py::test_cuda_batches_never_wait_for_the_host_and_match_the_cpu_images")
+  "tests/test_benchmark_datasets.py::test_cuda_batches_never_wait_for_the_host_and_match_the_cpu_images"
+  "tests/test_kl_budget.py::test_a_budget_on_cuda_never_synchronises_with_the_host")
 CVAE_REQUIRE_CUDA=1 step cuda-tests 150 python -m pytest -q -p no:cacheprovider -rfEs "${CUDA_TESTS[@]}"
 step bank-throughput 80 python benchmarks/bank_throughput.py --device cuda --members 1 4 16 42 64 --steps 500 --compile off
 step bank-throughput-compiled 110 python benchmarks/bank_throughput.py --device cuda --members 1 42 --steps 1000 --compile on

@@ -262,3 +262,19 @@ def test_threads_and_compile_are_recorded_and_may_change_on_resume(tmp_path, mon
     assert folder.read_config(tmp_path / "r").threads == 2
     assert run_main(["--epsilon", "1", *FAST, "--threads", "0", "--out", "bad"]) == 2
     assert "threads must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_run_needs_none_of_the_packages_a_gpu_machine_lacks(tmp_path):
+    """The GPU machines this project is measured on have torch, numpy, scipy, pandas, scikit-learn, matplotlib,
+    tqdm, pytest and hypothesis (cooper travels as a wheel), but not Ray, PyYAML, TensorBoard or h5py."""
+    code = (
+        "import sys\n"
+        "for name in ('ray', 'yaml', 'tensorboard', 'h5py'):\n"
+        "    sys.modules[name] = None\n"
+        "from constrained_vae.cli.run import run_main\n"
+        "sys.exit(run_main(sys.argv[1:]))\n"
+    )
+    args = ["--epsilon", "2", "--dataset", "linear-gaussian", "--steps", "5", "--no-progress", "--out", "r"]
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "r" / folder.SUMMARY_FILE).exists()

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from constrained_vae.errors import ConfigError
 from constrained_vae.run.migrations import upgrade_settings
 from constrained_vae.run.settings import DATASET_DEFAULTS, IMAGE_DEFAULTS, RECORDS, RunConfig, typed_settings
@@ -73,13 +71,20 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
-class _SettingsLoader(yaml.SafeLoader):
-    """YAML 1.1 as PyYAML reads it, except that ``5e-4`` (no decimal point) is a number, as in JSON, not a string."""
+def _read_yaml(text: str) -> Any:
+    """YAML 1.1 as PyYAML reads it, except that ``5e-4`` (no decimal point) is a number, as in JSON, not a
+    string. PyYAML is imported here, for the files that need it (a GPU machine may run without it)."""
+    import yaml
 
+    class SettingsLoader(yaml.SafeLoader):
+        pass
 
-_SettingsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
+    number = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+    SettingsLoader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789"))
+    try:
+        return yaml.load(text, SettingsLoader)
+    except yaml.YAMLError as error:
+        raise ValueError(str(error)) from None
 
 
 def settings_from_file(path: str | Path) -> dict[str, Any]:
@@ -93,10 +98,10 @@ def settings_from_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: expected a .json, .yaml or .yml file")
     try:
         text = path.read_text()
-        values = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, _SettingsLoader)
+        values = json.loads(text) if path.suffix.lower() == ".json" else _read_yaml(text)
     except OSError as error:
         raise ConfigError(f"--config {path}: cannot be read ({error.strerror or error})") from None
-    except (ValueError, yaml.YAMLError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError and YAML's errors (as _read_yaml raises them)
         reason = " ".join(str(error).split())
         raise ConfigError(f"--config {path} is not valid {path.suffix[1:].upper()}: {reason}") from None
     if not isinstance(values, dict):
