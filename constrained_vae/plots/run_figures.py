@@ -39,7 +39,6 @@ from constrained_vae.run.images import (
     kl_per_dimension,
     mosaic,
     reconstructions,
-    traversal_codes,
     traversals,
 )
 from constrained_vae.run.loop import load_run
@@ -267,17 +266,9 @@ def _write_figures(
 
 __all__ = [
     "FIGURES_DIR",
-    "as_images",
-    "decode_mean",
-    "draw_observations",
-    "encode",
-    "image_shape",
-    "kl_per_dimension",
-    "mosaic",
     "plot_kl_per_dimension",
     "plot_prior_samples",
     "plot_reconstructions",
     "plot_traversals",
-    "traversal_codes",
     "write_figures",
 ]
