@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ray_testing import local_ray
+from study_testing import TINY_STUDY_RUNS
 
 from constrained_vae.analysis.study import bootstrap_interval, paired_comparison, sign_test
 from constrained_vae.cli import study
@@ -23,21 +24,7 @@ from constrained_vae.sweeps.study import STUDY_FILE, SWEEP_DIR
 
 # 2 β × 2 seeds, then their 2 matched ε × 2 seeds: 8 dSprites runs of 4 steps, scored on MIG at a tiny size.
 TINY = [
-    "--betas",
-    "1",
-    "4",
-    "--extra-epsilons",
-    "--seeds",
-    "0",
-    "1",
-    "--steps",
-    "4",
-    "--batch-size",
-    "8",
-    "--log-every",
-    "2",
-    "--checkpoint-every",
-    "2",
+    *TINY_STUDY_RUNS,
     "--workers",
     "2",
     "--no-progress",

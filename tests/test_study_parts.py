@@ -16,6 +16,7 @@ import tarfile
 import numpy as np
 import pytest
 from ray_testing import ROOT
+from study_testing import TINY_STUDY_RUNS
 
 from constrained_vae.cli import study
 from constrained_vae.cli.study_analysis import analysis_main
@@ -29,21 +30,7 @@ from constrained_vae.sweeps.study import STUDY_FILE, SWEEP_DIR
 PIECE_MIB = 4  # a tiny run's weights are ~3 MiB: the 4 runs of a part make 3 pieces
 # 2 β × 2 seeds, then their 2 matched ε × 2 seeds: dSprites runs of 4 steps, scored on MIG and DCI at tiny sizes.
 TINY = [
-    "--betas",
-    "1",
-    "4",
-    "--extra-epsilons",
-    "--seeds",
-    "0",
-    "1",
-    "--steps",
-    "4",
-    "--batch-size",
-    "8",
-    "--log-every",
-    "2",
-    "--checkpoint-every",
-    "2",
+    *TINY_STUDY_RUNS,
     "--eval-metrics",
     "mig,dci",
     "--eval-num-train",

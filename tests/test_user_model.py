@@ -82,6 +82,12 @@ def config(data: Path, **overrides) -> RunConfig:
     return RunConfig(**(settings | overrides))
 
 
+def script(path: str, *args: str) -> subprocess.CompletedProcess:
+    """``python ROOT/path ARGS`` with this file importable (its model is named ``test_user_model:...``)."""
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, str(ROOT / path), *args], capture_output=True, text=True, env=env)
+
+
 def numbers(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in folder.read_metrics(run_dir)]
 
@@ -130,42 +136,13 @@ def test_a_run_of_ones_own_is_scored_and_drawn(tmp_path):
 
 def test_a_sweep_over_a_model_and_data_of_ones_own_trains_every_point_and_maps_epsilon_to_beta(tmp_path):
     data = factor_data(tmp_path / "data.npz")
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     common = ["--dataset", "arrays", "--data-path", str(data), "--model", "test_user_model:make_vae"]
-    sweep = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "experiments" / "sweep.py"),
-            *common,
-            "--latent-dim",
-            "2",
-            "--epsilon",
-            "0.5",
-            "2",
-            "--steps",
-            "20",
-            "--batch-size",
-            "8",
-            "--log-every",
-            "5",
-            "--executor",
-            "local",
-            "--out",
-            str(tmp_path / "s"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    grid = ["--latent-dim", "2", "--epsilon", "0.5", "2", "--steps", "20", "--batch-size", "8", "--log-every", "5"]
+    sweep = script("experiments/sweep.py", *common, *grid, "--executor", "local", "--out", str(tmp_path / "s"))
     assert sweep.returncode == 0, sweep.stderr
     runs = sorted(path.parent for path in (tmp_path / "s").rglob(folder.SUMMARY_FILE))
     assert len(runs) == 2
-    curves = subprocess.run(
-        [sys.executable, str(ROOT / "analysis" / "tradeoff_curves.py"), str(tmp_path / "s")],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    curves = script("analysis/tradeoff_curves.py", str(tmp_path / "s"))
     assert curves.returncode == 0, curves.stderr
     assert (tmp_path / "s" / "analysis").is_dir()
 
@@ -181,30 +158,8 @@ def test_a_sweep_over_a_model_and_data_of_ones_own_trains_every_point_and_maps_e
 )
 def test_a_model_that_cannot_be_built_is_one_error_line_and_no_folder(tmp_path, model, message):
     data = factor_data(tmp_path / "data.npz")
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "experiments" / "run.py"),
-            "--epsilon",
-            "1",
-            "--dataset",
-            "arrays",
-            "--data-path",
-            str(data),
-            "--model",
-            model,
-            "--steps",
-            "2",
-            "--batch-size",
-            "8",
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    flags = ["--epsilon", "1", "--dataset", "arrays", "--data-path", str(data), "--model", model]
+    result = script("experiments/run.py", *flags, "--steps", "2", "--batch-size", "8", "--out", str(tmp_path / "run"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
