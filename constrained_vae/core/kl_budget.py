@@ -31,12 +31,9 @@ from constrained_vae.errors import ConfigError
 _ARGUMENTS = {
     "--dual-update": "update",
     "--dual-lr": "lr",
-    "dual_lr": "lr",
     "--multiplier-init": "multiplier_init",
     "--dual-kp": "kp",
-    "dual_kp": "kp",
     "--dual-ema": "ema",
-    "dual_ema": "ema",
     "--epsilon": "epsilon",
 }
 
