@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from constrained_vae.core.objectives import PRECISIONS
 from constrained_vae.run import folder
 from constrained_vae.run.bank import STRATEGIES
 from constrained_vae.run.loop import train_bank
@@ -45,11 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LOG_EVERY = 10  # steps per logged row: the steady rate is read between rows
 
 
-def member_configs(count: int, device: str, steps: int, compile_model: bool) -> list[RunConfig]:
+def member_configs(count: int, device: str, steps: int, compile_model: bool, precision: str) -> list[RunConfig]:
     """The bank's members: constrained ε = 20 and fixed β = 1 alternating, seeds 0…count−1."""
-    shared = dict(
-        dataset="dsprites", device=device, steps=steps, batch_size=64, log_every=LOG_EVERY, compile=compile_model
-    )
+    shared = dict(dataset="dsprites", device=device, steps=steps, batch_size=64, log_every=LOG_EVERY)
+    shared |= dict(compile=compile_model, precision=precision)
     shared |= dict(checkpoint_every=max(steps, 1))
     objectives = [{"epsilon": 20.0}, {"beta": 1.0}]
     return [RunConfig(**shared, **objectives[i % 2], seed=i) for i in range(count)]
@@ -57,7 +57,7 @@ def member_configs(count: int, device: str, steps: int, compile_model: bool) -> 
 
 def train_one_bank(args: argparse.Namespace) -> None:
     """The child process: train one bank and print its figures as one JSON line."""
-    configs = member_configs(args.one, args.device[0], args.steps, args.compile_one)
+    configs = member_configs(args.one, args.device[0], args.steps, args.compile_one, args.precision)
     with tempfile.TemporaryDirectory() as scratch:
         run_dirs = [Path(scratch) / f"m{i}" for i in range(len(configs))]
         train_bank(configs, run_dirs, resume=[False] * len(configs), progress=False, strategy=args.strategy)
@@ -82,6 +82,7 @@ def timed(command: list[str]) -> tuple[float, str]:
 def bank_figures(count: int, device: str, compile_model: bool, args: argparse.Namespace) -> str:
     command = [sys.executable, __file__, "--one", str(count), "--device", device, "--steps", str(args.steps)]
     command += ["--warmup", str(args.warmup), "--compile-one" if compile_model else "--no-compile-one"]
+    command += ["--precision", args.precision]
     command += ["--strategy", args.strategy] if args.strategy else []
     wall, out = timed(command)
     figures = json.loads(out.strip().splitlines()[-1])
@@ -116,6 +117,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50, help="steps before the steady rate (default: 50)")
     parser.add_argument("--compile", choices=("both", "on", "off"), default="both", help="default: both")
     parser.add_argument("--strategy", choices=STRATEGIES, help="how the bank steps (default: the device's)")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help="the models' (default: fp32)")
     parser.add_argument("--vs-sweep", type=int, metavar="W", help="also the same points through sweep.py")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # the child process: one bank of this many
     parser.add_argument("--compile-one", action=argparse.BooleanOptionalAction, help=argparse.SUPPRESS)
@@ -125,7 +127,7 @@ def main() -> None:
         return
     devices = args.device or ["cuda" if torch.cuda.is_available() else "cpu"]
     compiles = {"both": [False, True], "on": [True], "off": [False]}[args.compile]
-    print(f"torch {torch.__version__}; dSprites conv, batch 64 per member; aggregate steps/s")
+    print(f"torch {torch.__version__}; dSprites conv, {args.precision}, batch 64 per member; aggregate steps/s")
     for device in devices:
         steps = args.steps or (2000 if device == "cuda" else 100)
         args.steps, args.warmup = steps, min(args.warmup, steps // 2)

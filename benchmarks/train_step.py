@@ -15,6 +15,7 @@ a measurement, not a test: on a machine shared with other jobs, compare only num
 same run, and say so.
 
     python benchmarks/train_step.py [--device cpu] [--steps 200] [--repeats 3] [--threads 1] [--compile] [--model conv]
+        [--precision bf16]
 
 ``--memory-format`` times only (b), with the conv model and its batches contiguous and channels-last in
 turn: the measurement behind the project's channels-last choice on CPU.
@@ -30,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from constrained_vae.core import losses
 from constrained_vae.core.models import IMAGE_MODELS
+from constrained_vae.core.objectives import PRECISIONS, vae_terms
 from constrained_vae.run import folder
 from constrained_vae.run.device import torch_threads, use_compile
 from constrained_vae.run.loop import train
@@ -72,9 +73,7 @@ def minimal_loop(config: RunConfig, compile_model: bool, memory_format: torch.me
         nonlocal multiplier
         if trainee.compiled and trainee.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-        out = model(x)
-        nll = likelihood.nll_per_sample(out.decoded, x).mean()
-        kl = losses.gaussian_kl(out.mu, out.log_var)
+        nll, kl = vae_terms(model, likelihood, x, precision=PRECISIONS[config.precision])
         loss = nll + config.beta * kl if config.beta is not None else nll + multiplier * (kl - config.epsilon)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -125,6 +124,7 @@ def main() -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="default: the project's per device")
     parser.add_argument("--objective", action="append", choices=tuple(OBJECTIVES), help="default: both")
     parser.add_argument("--model", choices=IMAGE_MODELS, default="conv", help="the dSprites model (default: conv)")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help="the model's (default: fp32)")
     parser.add_argument(
         "--memory-format",
         action="store_true",
@@ -135,13 +135,15 @@ def main() -> None:
     devices = args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     with torch_threads(args.threads):
         threads = torch.get_num_threads()
-        print(f"torch {torch.__version__}, {threads} CPU threads; dSprites, {args.model}, batch 64; steps/s")
+        setup = f"dSprites, {args.model}, {args.precision}, batch 64"
+        print(f"torch {torch.__version__}, {threads} CPU threads; {setup}; steps/s")
         for device in devices:
             steps = args.steps or (3000 if device == "cuda" else 200)
             for objective in args.objective or list(OBJECTIVES):
                 config = RunConfig(
                     dataset="dsprites",
                     model=args.model,
+                    precision=args.precision,
                     steps=steps,
                     device=device,
                     compile=args.compile,

@@ -17,7 +17,7 @@ from ray_testing import ROOT, assert_same_run, numbers
 from constrained_vae.core.objectives import Optimization
 from constrained_vae.errors import ConfigError, TrainingDiverged
 from constrained_vae.run import folder
-from constrained_vae.run.bank import Bank, bank_key
+from constrained_vae.run.bank import Bank, SharedSteps, bank_key
 from constrained_vae.run.loop import resume_config, train, train_bank
 from constrained_vae.run.settings import RunConfig
 
@@ -115,18 +115,18 @@ def test_a_member_that_diverges_stops_alone_with_its_last_good_checkpoint(tmp_pa
     solos = solo_runs(configs, tmp_path)
     bank = Bank.build([config.resolved() for config in configs], strategy)
     doomed = bank.members[1].model
-    original = Optimization.update
+    original = Optimization.step_terms
     calls = {"n": 0}
 
-    def update_that_blows_up(self, **kwargs):  # the doomed member's weights turn NaN in its 73rd step
-        original(self, **kwargs)
+    def update_that_blows_up(self, *terms):  # the doomed member's weights turn NaN after its 73rd update
         if self.problem.model is doomed:
             calls["n"] += 1
             if calls["n"] == 73:
                 with torch.no_grad():
                     next(doomed.parameters()).fill_(float("nan"))
+        return original(self, *terms)
 
-    monkeypatch.setattr(Optimization, "update", update_that_blows_up)
+    monkeypatch.setattr(Optimization, "step_terms", update_that_blows_up)
     monkeypatch.setattr(Bank, "build", classmethod(lambda cls, _configs, _strategy=None: bank))
     outcomes = train_bank(configs, [tmp_path / "a", tmp_path / "b"], resume=[False, False], progress=False)
     assert isinstance(outcomes[0], dict) and isinstance(outcomes[1], TrainingDiverged)
@@ -139,38 +139,59 @@ def test_a_member_that_diverges_stops_alone_with_its_last_good_checkpoint(tmp_pa
     assert not (tmp_path / "b" / folder.SUMMARY_FILE).exists()
 
 
+def owned_optimizers(member):
+    return [member.optimization.primal_optimizer, *member.optimization.dual_optimizers]
+
+
+def optimized_tensors(member):
+    return [p for optimizer in owned_optimizers(member) for group in optimizer.param_groups for p in group["params"]]
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused"])
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad"])
-def test_one_optimizer_steps_every_stacked_member_as_its_own_optimizer_would(optimizer):
-    """The stacked step's one primal optimizer takes, bit for bit, each member's own step, with each member's
-    own state, also after a member's optimizer was loaded from a checkpoint (which replaces its state)."""
-    configs = [linear(epsilon=2.0, optimizer=optimizer), linear(beta=4.0, seed=1, optimizer=optimizer)]
+def test_shared_optimizers_step_every_member_as_its_own_optimizers_would(optimizer, fused):
+    """The stacked step's shared optimizers take, bit for bit, each member's own primal and dual steps, with each
+    member's own state, also after a member's optimizers were loaded from a checkpoint (which replaces their
+    state): the pi rule's optimizer with its memory, SGD at two dual rates, and a member without a multiplier.
+    Fused (Adam's and SGD's kernel, a GPU bank's eager step; here torch's CPU kernel), up to its rounding."""
+    configs = [
+        linear(epsilon=2.0, dual_update="pi", optimizer=optimizer),
+        linear(epsilon=3.0, dual_update="pi", seed=1, optimizer=optimizer),
+        linear(epsilon=2.0, dual_update="log", seed=2, optimizer=optimizer),
+        linear(epsilon=2.0, dual_update="gradient", seed=3, optimizer=optimizer),
+        linear(beta=4.0, seed=4, optimizer=optimizer),
+    ]
     bank = Bank.build([config.resolved() for config in configs], "stacked")
     twins = Bank.build([config.resolved() for config in configs], "sequential")
+    shared_steps = SharedSteps(fused=fused)
+    same = torch.equal if not fused else lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-7)
     rng = torch.Generator().manual_seed(0)
     for step in range(4):
-        gradients = [[torch.randn(p.shape, generator=rng) for p in m.model.parameters()] for m in bank.members]
+        gradients = [[torch.randn(p.shape, generator=rng) for p in optimized_tensors(m)] for m in bank.members]
         for group in (bank.members, twins.members):
             for member, grads in zip(group, gradients, strict=True):
-                for param, grad in zip(member.model.parameters(), grads, strict=True):
+                for param, grad in zip(optimized_tensors(member), grads, strict=True):
                     param.grad = grad.clone()
-        bank._primal_step(bank.members)
+        shared = shared_steps.optimizers([o for member in bank.members for o in owned_optimizers(member)])
+        assert len(shared) == 4  # the primal Adam (or Adagrad), pi's, and SGD at the log and gradient rules' rates
+        for one in shared:
+            one.step()
+        shared_steps.adopt()
         for twin in twins.members:
-            twin.optimization.primal_optimizer.step()
+            for one in owned_optimizers(twin):
+                one.step()
         if step == 1:  # a checkpoint's optimizer state, loaded into the first member
-            saved = bank.members[0].optimization.primal_optimizer.state_dict()
-            bank.members[0].optimization.primal_optimizer.load_state_dict(saved)
+            for one in owned_optimizers(bank.members[0]):
+                one.load_state_dict(one.state_dict())
         for member, twin in zip(bank.members, twins.members, strict=True):
-            for mine, theirs in zip(member.model.parameters(), twin.model.parameters(), strict=True):
-                assert torch.equal(mine, theirs)
-            ours, its = (
-                member.optimization.primal_optimizer.state_dict(),
-                twin.optimization.primal_optimizer.state_dict(),
-            )
-            assert ours["state"].keys() == its["state"].keys() and ours["state"]
-            for key, state in ours["state"].items():
-                assert all(
-                    torch.equal(torch.as_tensor(v), torch.as_tensor(its["state"][key][k])) for k, v in state.items()
-                )
+            for mine, theirs in zip(optimized_tensors(member), optimized_tensors(twin), strict=True):
+                assert same(mine, theirs)
+            for ours, its in zip(owned_optimizers(member), owned_optimizers(twin), strict=True):
+                ours, its = ours.state_dict(), its.state_dict()
+                assert ours["state"].keys() == its["state"].keys()
+                for key, state in ours["state"].items():
+                    theirs = its["state"][key]
+                    assert all(same(torch.as_tensor(v), torch.as_tensor(theirs[k])) for k, v in state.items())
 
 
 def test_runs_of_different_shapes_cannot_share_a_bank():
@@ -221,3 +242,31 @@ def test_without_ray_a_sweep_refuses_what_needs_ray(tmp_path):
         refused = sweep(tmp_path / "s", *args, without_ray=True)
         assert refused.returncode == 2 and refused.stderr.startswith(f"error: {message}"), refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_a_compiled_stacked_bank_steps_as_the_eager_one_in_graphs_it_keeps():
+    """The whole stacked step compiled (the GPU's way, here on CPU): the same numbers as the eager stacked
+    step up to rounding, every graph break torch's optimizers' own, and no new graph after the second step
+    (the first makes the optimizers' state)."""
+    configs = [conv(epsilon=2.0), conv(epsilon=3.0, dual_update="pi", seed=1), conv(beta=4.0, seed=2)]
+    counters = torch._dynamo.utils.counters
+    rows = {}
+    for compiled in (False, True):
+        bank = Bank.build([config.resolved() for config in configs], "stacked")
+        if compiled:
+            torch._dynamo.reset()
+            counters.clear()
+            bank.compile()
+        steps = []
+        for step in range(12):
+            terms = bank.advance(bank.members)
+            steps.append([[float(t.nll), float(t.kl), float(t.loss), float(t.multiplier)] for t in terms])
+            if compiled and step == 1:
+                graphs = dict(counters["stats"])
+        rows[compiled] = steps
+    assert dict(counters["stats"]) == graphs and graphs["unique_graphs"] > 0
+    assert all("graph_break()" in reason for reason in counters["graph_break"]), dict(counters["graph_break"])
+    for eager, compiled in zip(rows[False], rows[True], strict=True):
+        for eager_member, compiled_member in zip(eager, compiled, strict=True):
+            assert compiled_member == pytest.approx(eager_member, rel=2e-3, abs=2e-3)

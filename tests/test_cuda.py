@@ -72,20 +72,43 @@ def test_eager_and_compiled_agree_on_cuda(tmp_path):
 @pytest.mark.parametrize("model", ["conv", "dlib-conv"])
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_a_stacked_bank_on_cuda_trains_its_members_as_their_solo_runs(tmp_path, compiled, model):
+    """Compiled, the whole step (Lagrangians, backward, the shared optimizers, the projections) runs as CUDA
+    graphs: none skipped, every graph break torch's optimizers' own."""
     configs = [
         conv(device="cuda", epsilon=5.0, compile=compiled, model=model),
         conv(device="cuda", beta=4.0, seed=1, compile=compiled, model=model),
+        conv(device="cuda", epsilon=5.0, dual_update="pi", seed=2, compile=compiled, model=model),
     ]
     for i, config in enumerate(configs):
         train(config, tmp_path / f"solo{i}", progress=False)
-    torch._dynamo.utils.counters.clear()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
     dirs = [tmp_path / f"bank{i}" for i in range(len(configs))]
-    outcomes = train_bank(configs, dirs, resume=[False, False], progress=False, strategy="stacked")
+    outcomes = train_bank(configs, dirs, resume=[False] * len(configs), progress=False, strategy="stacked")
     assert all(isinstance(outcome, dict) for outcome in outcomes)
     if compiled:
-        assert not torch._dynamo.utils.counters["inductor"]["cudagraph_skips"], dict(torch._dynamo.utils.counters)
+        assert not counters["inductor"]["cudagraph_skips"], dict(counters)
+        assert all("graph_break()" in reason for reason in counters["graph_break"]), dict(counters["graph_break"])
     for i, run_dir in enumerate(dirs):
         close(numbers(run_dir), numbers(tmp_path / f"solo{i}"), rel=1e-2, abs_=1e-2)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_compiled_bank_member_continues_eager_and_alone(tmp_path, precision):
+    """A member checkpointed by a compiled stacked bank (its optimizers' state made in CUDA graphs) resumes as
+    an eager solo run; bf16 runs its forward in bfloat16 and keeps KL and λ in float32."""
+    configs = [
+        conv(device="cuda", epsilon=5.0, compile=True, precision=precision),
+        conv(device="cuda", beta=4.0, seed=1, compile=True, precision=precision),
+    ]
+    dirs = [tmp_path / f"bank{i}" for i in range(len(configs))]
+    train_bank(configs, dirs, resume=[False, False], progress=False, strategy="stacked")
+    train(resume_config(dirs[0], {"steps": 12, "compile": False}), dirs[0], resume=True, progress=False)
+    rows = numbers(dirs[0])
+    assert [row["step"] for row in rows] == list(range(2, 13, 2))
+    assert all(math.isfinite(row[key]) for row in rows for key in ("nll", "kl", "multiplier"))
+    state = torch.load(dirs[0] / folder.CHECKPOINT_FILE, weights_only=True)
+    assert state["multiplier"] > 0 and state["numerics"]["precision"] == precision
 
 
 def test_two_points_share_one_gpu_in_a_sweep(tmp_path):

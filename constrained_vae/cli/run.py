@@ -20,7 +20,7 @@ from constrained_vae.cli.common import (
 )
 from constrained_vae.core import dual
 from constrained_vae.core.models import MODEL_DESCRIPTIONS
-from constrained_vae.core.objectives import OBJECTIVES, GECOSettings
+from constrained_vae.core.objectives import OBJECTIVES, PRECISIONS, GECOSettings
 from constrained_vae.core.objectives.capacity import DEFAULT_GAMMA
 from constrained_vae.core.objectives.controlvae import ControlVAESettings
 from constrained_vae.data import DATASETS
@@ -136,6 +136,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="run the model's forward and backward under torch.compile, with CUDA graphs on a GPU (default: "
         f"only for CUDA runs of {COMPILE_MIN_STEPS} steps or more; compiling takes tens of seconds)",
+    )
+    training.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        help="the model's forward: fp32, or bf16 under torch.autocast (its matrix products and convolutions in "
+        "bfloat16; the NLL, the KL, the multiplier and the optimizer stay float32) (default: fp32)",
     )
 
 

@@ -108,8 +108,9 @@ class PIAscent(torch.optim.Optimizer):
     resumed run continues exactly.
     """
 
-    def __init__(self, params: Any, lr: float, kp: float) -> None:
-        super().__init__(params, {"lr": lr, "kp": kp, "maximize": True})
+    def __init__(self, params: Any, lr: float, kp: float, maximize: bool = True) -> None:
+        """``maximize=False`` descends instead (``p ← p − lr·(…)``); cooper's dual step ascends."""
+        super().__init__(params, {"lr": lr, "kp": kp, "maximize": maximize})
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:
@@ -120,7 +121,8 @@ class PIAscent(torch.optim.Optimizer):
                 error = param.grad
                 state = self.state[param]
                 previous = state.get("previous_error", error)
-                param.add_(error + group["kp"] * (error - previous), alpha=group["lr"])
+                rate = group["lr"] if group["maximize"] else -group["lr"]
+                param.add_(error + group["kp"] * (error - previous), alpha=rate)
                 state["previous_error"] = error.clone()
 
 

@@ -11,24 +11,30 @@ A bank steps its members in one of three ways (:data:`STRATEGIES`):
 * ``stacked``: one forward and one backward for all members. The members' parameters are
   stacked (``torch.stack``, differentiable, so each member's gradient lands on its own
   parameters) and the model and likelihood run under ``torch.func.vmap`` over
-  ``functional_call``; each member's Lagrangian is its own, their sum is back-propagated once,
-  one optimizer steps every member's parameters (with each member's own optimizer state) and each
-  member's multiplier takes its step. Everything per member is
-  elementwise (Adam, the multiplier rules), so a member's numbers are its solo run's up to the
-  rounding of the batched kernels.
+  ``functional_call``; each member's primal and dual Lagrangian is its own, and their sum is
+  back-propagated once (cooper detaches λ in the one and the violation in the other). One
+  optimizer per kind steps every member's parameters, and one every member's multipliers, each
+  with the members' own state (:class:`SharedSteps`); then each multiplier is projected to its
+  range. Everything per member is elementwise (Adam, Adagrad, SGD, the multiplier rules), so a
+  member's numbers are its solo run's up to the rounding of the batched kernels.
 * ``sequential``: each member takes its ordinary solo step in turn: bit for bit its solo run.
 * ``threaded``: as ``sequential``, the members split between as many threads as the bank has torch
   threads, each thread stepping its members with one torch thread of its own: bit for bit each
   member's solo run at one thread (a sweep's point with ``--cpus-per-run 1``). On CPUs this keeps
   every core busy with whole steps, as one process per core does, in one process.
 
-A bank of one always takes the solo step (:meth:`Optimization.step`).
+A bank of one takes the solo step (:meth:`Optimization.step`), unless it is stacked and compiled
+(:meth:`Bank.compile`): then the whole step is compiled, as for a bank of many.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -65,13 +71,14 @@ def default_strategy(device: torch.device) -> Strategy:
 class VAETerms(nn.Module):
     """A VAE and its likelihood as one module: ``(x, noise) -> (NLL, KL)``, the terms of :func:`vae_terms`."""
 
-    def __init__(self, model: nn.Module, likelihood: nn.Module) -> None:
+    def __init__(self, model: nn.Module, likelihood: nn.Module, precision: torch.dtype | None) -> None:
         super().__init__()
         self.model = model
         self.likelihood = likelihood
+        self.precision = precision
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return torch.stack(vae_terms(self.model, self.likelihood, x, noise))
+        return torch.stack(vae_terms(self.model, self.likelihood, x, noise, precision=self.precision))
 
 
 class Bank:
@@ -88,11 +95,15 @@ class Bank:
         self.strategy: Strategy = strategy or default_strategy(device)
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown bank strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        self.terms_modules = [VAETerms(member.model, member.likelihood) for member in self.members]
+        self.terms_modules = [
+            VAETerms(member.model, member.likelihood, member.optimization.precision) for member in self.members
+        ]
         self._stacked_terms = vmap(self._member_terms, in_dims=(0, 0, 0))
+        self._objective = self._stacked_objective
+        self._update = self._stacked_update
+        self._shared_steps = SharedSteps(fused=device.type == "cuda")
         self.compiled = False
         self._pool: ThreadPoolExecutor | None = None
-        self._shared_primal: tuple[tuple[int, ...], torch.optim.Optimizer] | None = None
 
     @classmethod
     def build(cls, configs: Sequence[RunConfig], strategy: Strategy | None = None) -> Bank:
@@ -117,14 +128,28 @@ class Bank:
         return functional_call(self.terms_modules[0], params, (x, noise))
 
     def compile(self) -> None:
-        """Compile the members' models (sequential, or a bank of one) or the stacked terms (stacked)."""
-        if self.strategy == "stacked" and len(self.members) > 1:
+        """Compile the whole stacked step (stacked, a bank of one too), or else each member's model.
+
+        A stacked step compiles to a graph for the members' Lagrangians (and its backward graph), then one
+        graph for each shared optimizer's step (torch's optimizers step in a graph of their own) and one for
+        the multipliers' projections; the batches are drawn before, in eager mode. On a GPU each graph is
+        captured as a CUDA graph.
+        """
+        if self.strategy == "stacked":
             options = {"fallback_random": True, "triton.cudagraphs": self.members[0].device.type == "cuda"}
-            self._stacked_terms = torch.compile(self._stacked_terms, options=options)
+            self._objective = torch.compile(self._stacked_objective, options=options)
+            self._update = torch.compile(self._stacked_update, options=options)
+            # inductor fuses the compiled step's kernels itself; a CUDA graph needs the optimizers' steps on the GPU
+            self._shared_steps = SharedSteps(capturable=self.members[0].device.type == "cuda")
         else:
             for member in self.members:
                 member.compile()
         self.compiled = True
+
+    @property
+    def _whole_step_compiled(self) -> bool:
+        """Whether the stacked step is compiled whole (a compiled stacked bank, of one member too)."""
+        return self.strategy == "stacked" and self.compiled
 
     def drop(self, member: Trainee) -> None:
         """Take ``member`` out of the bank (it diverged); the others go on."""
@@ -135,7 +160,7 @@ class Bank:
     def advance(self, members: Sequence[Trainee]) -> list[StepTerms]:
         """One optimisation step of each of ``members`` (all of the bank's, or those still short of their
         steps) on its next batch; the terms stay on the device."""
-        if len(members) == 1 or self.strategy == "sequential":
+        if self.strategy == "sequential" or (len(members) == 1 and not self._whole_step_compiled):
             return [member.advance() for member in members]
         if self.strategy == "threaded":
             return self._threaded_step(members)
@@ -166,44 +191,159 @@ class Bank:
         batches = [member.next_batch() for member in members]
         x = torch.stack([batch[0] for batch in batches])
         noise = torch.stack([batch[1] for batch in batches])
+        for member in members:
+            member.optimization.zero_grad()
         modules = [self.terms_modules[self.members.index(member)] for member in members]
+        objective, rows = self._objective(members, modules, x, noise)
+        objective.backward()
+        optimizers = [member.optimization.primal_optimizer for member in members]
+        optimizers += [optimizer for member in members for optimizer in member.optimization.dual_optimizers]
+        self._update(self._shared_steps.optimizers(optimizers), members)
+        self._shared_steps.adopt()
+        return [member.optimization.step_terms(*rows[i]) for i, member in enumerate(members)]
+
+    def _stacked_objective(
+        self, members: Sequence[Trainee], modules: Sequence[VAETerms], x: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sum of every member's primal and dual Lagrangian on its batch, and each member's detached NLL,
+        KL and loss ``[members, 3]``.
+
+        cooper's primal Lagrangian holds λ detached and its dual Lagrangian the violation detached, so one
+        backward of the sum gives each parameter and each multiplier the gradient of its own Lagrangian.
+        """
         names = [name for name, _ in modules[0].named_parameters()]
         member_params = [dict(module.named_parameters()) for module in modules]
         stacked = {name: torch.stack([params[name] for params in member_params]) for name in names}
-        for member in members:
-            member.optimization.zero_grad()
         terms = self._stacked_terms(stacked, x, noise)  # [members, 2]: NLL, KL
-        lagrangians = [member.optimization.lagrangians(terms[i, 0], terms[i, 1]) for i, member in enumerate(members)]
-        torch.stack([lagrangian.primal.lagrangian for lagrangian in lagrangians]).sum().backward()
-        for lagrangian in lagrangians:
-            if lagrangian.dual is not None:
-                lagrangian.dual.backward()
-        self._primal_step(members)
-        for member in members:
-            member.optimization.update(primal=False)
-        return [member.optimization.terms(lagrangian) for member, lagrangian in zip(members, lagrangians, strict=True)]
+        total = terms.new_zeros(())
+        rows = []
+        for i, member in enumerate(members):
+            lagrangians = member.optimization.lagrangians(terms[i, 0], terms[i, 1])
+            total = total + lagrangians.primal.lagrangian
+            if lagrangians.dual is not None and lagrangians.dual.lagrangian is not None:
+                total = total + lagrangians.dual.lagrangian
+            misc = lagrangians.state.misc
+            rows.append(torch.stack([misc["nll"], misc["kl"], lagrangians.primal.lagrangian.detach()]))
+        return total, torch.stack(rows)
 
-    def _primal_step(self, members: Sequence[Trainee]) -> None:
-        """One step of every member's primal parameters with one optimizer: its state is the members' own.
-
-        The members' optimizers share their type and settings (:func:`bank_key`) and are elementwise
-        (Adam, Adagrad, SGD), so one of them over all members' parameters takes each member's own step,
-        in one multi-tensor (``foreach``, a GPU's default) update instead of one per member. Its state
-        for each parameter is the very dict of that member's optimizer (re-linked every step, since
-        loading a checkpoint replaces it), so a member's checkpoint holds its own optimizer state.
-        """
-        optimizers = [member.optimization.primal_optimizer for member in members]
-        key = tuple(id(optimizer) for optimizer in optimizers)
-        if self._shared_primal is None or self._shared_primal[0] != key:
-            first = optimizers[0]
-            params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
-            self._shared_primal = key, type(first)(params, **first.defaults)
-        shared = self._shared_primal[1]
+    @staticmethod
+    def _stacked_update(optimizers: Sequence[torch.optim.Optimizer], members: Sequence[Trainee]) -> None:
+        """The members' primal and dual steps (by ``optimizers``, :class:`SharedSteps`), then each multiplier's
+        projection to its range: cooper's primal and dual step for every member."""
         for optimizer in optimizers:
-            for group in optimizer.param_groups:
-                for param in group["params"]:
-                    shared.state[param] = optimizer.state[param]
-        shared.step()
+            optimizer.step()
+        for member in members:
+            member.optimization.project_multipliers()
+
+
+class SharedSteps:
+    """One optimizer for many of one kind and settings, whose state is theirs: a bank steps all its members'
+    parameters (and all their multipliers) in one update: a fused or multi-tensor (``foreach``) one on a GPU.
+
+    The optimizers a bank's members hold are elementwise (Adam, Adagrad, SGD for the parameters; SGD and
+    :class:`~constrained_vae.core.dual.PIAscent` for the multipliers), so one optimizer over the
+    parameters of several, with the same settings, takes each one's own step. Its state for each
+    parameter is the very dict of the optimizer that owns the parameter: linked before a step
+    (:meth:`optimizers`, again whenever an owner's state was replaced, as loading a checkpoint does) and
+    adopted by the owner after the step that made it (:meth:`adopt`), so a member's checkpoint holds
+    exactly the optimizer state its own optimizer would have.
+    """
+
+    def __init__(self, *, fused: bool = False, capturable: bool = False) -> None:
+        """``fused``: the shared optimizers of the kinds torch has a fused kernel for on a GPU (:data:`FUSED`)
+        take their step in it (one launch per chunk of parameters; it rounds unlike the owners' own step).
+        ``capturable``: those that take the setting keep their step counts on the parameters' device, as a
+        CUDA graph needs. Either way the owners' step counts are moved there when linked."""
+        self.fused = fused
+        self.capturable = capturable
+        self._shared: dict[tuple[Any, ...], _Shared] = {}
+
+    def optimizers(self, owners: Sequence[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
+        """The shared optimizers that step ``owners``' parameters, one per kind and settings, their state linked."""
+        kinds: dict[tuple[Any, ...], list[torch.optim.Optimizer]] = {}
+        for owner in owners:
+            kinds.setdefault((type(owner), repr(sorted(_settings(owner).items()))), []).append(owner)
+        shared = []
+        for kind, group in kinds.items():
+            one = self._shared.get(kind)
+            if one is None or not _same(one.owners, group):
+                fused = self.fused and type(group[0]) in FUSED
+                one = self._shared[kind] = _Shared.of(group, fused=fused, capturable=self.capturable)
+            one.link()
+            shared.append(one.optimizer)
+        return shared
+
+    def adopt(self) -> None:
+        """Give each owner the state a shared optimizer made for its parameters in the step just taken."""
+        for one in self._shared.values():
+            one.adopt()
+
+
+FUSED = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)  # the optimizers torch fuses on a GPU
+
+
+def _same(these: Sequence[Any], those: Sequence[Any]) -> bool:
+    """Whether two sequences hold the very same objects."""
+    return len(these) == len(those) and all(a is b for a, b in zip(these, those, strict=True))
+
+
+def _settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The settings ``optimizer`` steps with that its constructor takes (its one parameter group's)."""
+    (group,) = optimizer.param_groups
+    accepted = inspect.signature(type(optimizer).__init__).parameters
+    return {name: value for name, value in group.items() if name in accepted and name != "params"}
+
+
+@dataclass
+class _Shared:
+    """A shared optimizer, the optimizers whose parameters it steps, and how far their states are linked."""
+
+    optimizer: torch.optim.Optimizer
+    owners: list[torch.optim.Optimizer]
+    owner_of: dict[torch.Tensor, torch.optim.Optimizer]
+    linked_states: list[Any] = dataclasses.field(default_factory=list)  # each owner's state, as last linked
+    linked: int = 0  # the shared optimizer's entries known to the owners
+
+    @classmethod
+    def of(cls, owners: list[torch.optim.Optimizer], *, fused: bool, capturable: bool) -> _Shared:
+        owner_of = {p: owner for owner in owners for group in owner.param_groups for p in group["params"]}
+        settings = _settings(owners[0])
+        if fused:
+            settings |= {"fused": True, "foreach": None}
+        if capturable and "capturable" in settings:
+            settings["capturable"] = True
+        return cls(type(owners[0])(list(owner_of), **settings), owners, owner_of)
+
+    @property
+    def steps_on_device(self) -> bool:
+        """Whether the shared optimizer keeps its step counts on the parameters' device (fused or capturable)."""
+        (group,) = self.optimizer.param_groups
+        return bool(group.get("fused") or group.get("capturable"))
+
+    def link(self) -> None:
+        """Make the shared state the owners' own, unless it already is."""
+        if _same(self.linked_states, [owner.state for owner in self.owners]):
+            return
+        state: defaultdict[torch.Tensor, Any] = defaultdict(dict)
+        for owner in self.owners:
+            state.update(owner.state)
+        if self.steps_on_device:  # a loaded state keeps its step counts on the CPU (torch's rule for the owners)
+            for param, param_state in state.items():
+                step = param_state.get("step")
+                if isinstance(step, torch.Tensor) and step.device != param.device:
+                    param_state["step"] = step.to(param.device, torch.float32)
+        self.optimizer.state = state
+        self.linked_states = [owner.state for owner in self.owners]
+        self.linked = len(state)
+
+    def adopt(self) -> None:
+        if len(self.optimizer.state) == self.linked:
+            return
+        for param, state in self.optimizer.state.items():
+            owner = self.owner_of[param]
+            if param not in owner.state:
+                owner.state[param] = state
+        self.linked = len(self.optimizer.state)
 
 
 def _advance_alone(members: Sequence[Trainee]) -> list[StepTerms]:

@@ -24,10 +24,12 @@ def upgrade_settings(values: dict[str, Any]) -> dict[str, Any]:
     """A saved config or checkpoint's numerics, with the settings added since filled as those runs had them.
 
     Settings that are None are left out (as a current config's numerics leave them out). Runs from
+    before ``--precision`` existed computed in float32; runs from
     before ``--dual-update`` existed were constrained runs with plain gradient ascent on λ; a
     fixed-β, capacity or ControlVAE run's dual lr and initial λ were stored then and are not now.
     """
     values = {k: v for k, v in values.items() if v is not None}
+    values.setdefault("precision", "fp32")  # runs from before --precision computed in float32
     if values.get("mode") == "constrained" and "dual_update" not in values:
         values["dual_update"] = "gradient"
     if values.get("mode") in ("fixed-beta", "capacity", "controlvae"):

@@ -29,6 +29,7 @@ from constrained_vae.core.models import IMAGE_MODELS, MODELS
 from constrained_vae.core.objectives import (
     OBJECTIVE_FIELDS,
     OBJECTIVES,
+    PRECISIONS,
     DefaultContext,
     ObjectiveSettings,
     objective_name,
@@ -111,6 +112,7 @@ class RunConfig:
     tensorboard: bool = False  # also log to RUN/tensorboard/ (constrained_vae.run.tensorboard)
     threads: int | None = None  # torch CPU threads while training; None: torch's default (one per core)
     compile: bool | None = None  # torch.compile the model; None: only long CUDA runs (run.loop.use_compile)
+    precision: str = "fp32"  # the model's forward: fp32, or bf16 under autocast (core.objectives.PRECISIONS)
     optimizer: str | None = None  # primal optimiser, one of OPTIMIZERS; None: Adam
     preset: str | None = None  # a published setup (constrained_vae.run.presets): its settings fill those not given
 
@@ -184,6 +186,7 @@ class RunConfig:
         self._validate_preset()
         if self.optimizer is not None:
             check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("precision", self.precision, tuple(PRECISIONS))
         if self.model is not None:
             check_model_name(self.model)
             self._validate_model_input()

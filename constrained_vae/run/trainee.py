@@ -10,7 +10,7 @@ import torch
 
 from constrained_vae.core.likelihoods import build_likelihood
 from constrained_vae.core.models import VAE
-from constrained_vae.core.objectives import Optimization, StepTerms
+from constrained_vae.core.objectives import PRECISIONS, Optimization, StepTerms
 from constrained_vae.core.optimizers import primal_optimizer
 from constrained_vae.data import BatchFn, Dataset, TensorDataset, check_likelihood_range, load_dataset
 from constrained_vae.errors import ConfigError
@@ -54,6 +54,7 @@ class Trainee:
         likelihood = build_likelihood(config.likelihood, config.sigma, config.learn_sigma).to(device)
         primal = primal_optimizer([*model.parameters(), *likelihood.parameters()], config.optimizer, config.lr)
         optimization = config.objective_settings.optimization(model, likelihood, primal)
+        optimization.precision = PRECISIONS[config.precision]
         batch_generator = torch.Generator(device).manual_seed(config.seed)
         noise_generator = torch.Generator(device)
         if device.type == "cpu":  # the default generator's stream after seeding and initialisation

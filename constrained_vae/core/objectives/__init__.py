@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from constrained_vae.core.objectives.base import (
+    PRECISIONS,
     DefaultContext,
     ObjectiveSettings,
     Optimization,
@@ -78,6 +79,7 @@ __all__ = [
     "BUDGET_FIELDS",
     "OBJECTIVES",
     "OBJECTIVE_FIELDS",
+    "PRECISIONS",
     "BudgetProblem",
     "BudgetSettings",
     "CapacityProblem",

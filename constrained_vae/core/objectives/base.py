@@ -152,18 +152,35 @@ class StepTerms:
     budget: torch.Tensor | None = None  # the KL budget in force this step (ε, or C(t)); None without one
 
 
+# How a model's forward may compute: its name (``--precision``) → torch.autocast's dtype (None: no autocast).
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
 def vae_terms(
-    model: VAE, likelihood: nn.Module, x: torch.Tensor, noise: torch.Tensor | None = None
+    model: VAE,
+    likelihood: nn.Module,
+    x: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    *,
+    precision: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch-mean NLL (one posterior sample, z = μ + σ·``noise``) and analytic KL, each a scalar in nats.
 
     ``noise`` is the posterior sample's standard normal draw, ``[n, latent_dim]`` (drawn from torch's
-    default generator when None).
+    default generator when None). ``precision`` (e.g. ``torch.bfloat16``): the model's forward runs under
+    ``torch.autocast`` in it, so its matrix products and convolutions compute in that dtype; the NLL and
+    the KL are computed from its outputs taken back to at least float32.
     """
-    out = model(x, noise)
-    nll = likelihood.nll_per_sample(out.decoded, x).mean()
-    kl = losses.gaussian_kl(out.mu, out.log_var)
+    with torch.autocast(x.device.type, dtype=precision, enabled=precision is not None):
+        out = model(x, noise)
+    decoded, mu, log_var = (_at_least_float32(t) for t in (out.decoded, out.mu, out.log_var))
+    nll = likelihood.nll_per_sample(decoded, x).mean()
+    kl = losses.gaussian_kl(mu, log_var)
     return nll, kl
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.is_floating_point() and torch.finfo(tensor.dtype).bits < 32 else tensor
 
 
 class VAEProblem(cooper.ConstrainedMinimizationProblem):
@@ -268,6 +285,7 @@ class Optimization:
         self.problem = problem
         self.optimizer = optimizer
         self.constrained = isinstance(optimizer, cooper.optim.ConstrainedOptimizer)
+        self.precision: torch.dtype | None = None  # the model's forward under autocast in this dtype (vae_terms)
 
     @property
     def multiplier(self) -> float:
@@ -284,14 +302,14 @@ class Optimization:
         primal = state.compute_primal_lagrangian()
         return Lagrangians(state, primal, state.compute_dual_lagrangian() if self.constrained else None)
 
-    def update(self, *, primal: bool = True) -> None:
+    def update(self) -> None:
         """The primal step, then the multiplier's (projected to its range), on the gradients in place.
 
-        ``primal=False`` leaves the primal step to the caller: a bank steps all its members' parameters
-        with one optimizer (:mod:`constrained_vae.run.bank`), whose state is each member's own.
+        A bank of runs (:mod:`constrained_vae.run.bank`) takes these steps with one optimizer for all
+        its members' parameters (:attr:`primal_optimizer`, :attr:`dual_optimizers`) and then
+        :meth:`project_multipliers`.
         """
-        if primal:
-            self.optimizer.primal_step()
+        self.optimizer.primal_step()
         if self.constrained:
             self.optimizer.dual_step()
 
@@ -301,23 +319,32 @@ class Optimization:
         (optimizer,) = self.optimizer.primal_optimizers
         return optimizer
 
+    @property
+    def dual_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The torch optimizers of the multiplier (none without one)."""
+        return list(self.optimizer.dual_optimizers) if self.constrained else []
+
+    def project_multipliers(self) -> None:
+        """Bring each multiplier back to its range after its optimizer's step (the end of cooper's dual step)."""
+        for multiplier in self.problem.multipliers():
+            multiplier.post_step_()
+
     def terms(self, lagrangians: Lagrangians) -> StepTerms:
         """The step's terms, after :meth:`update` (the multiplier is the one the step left)."""
         misc = lagrangians.state.misc
+        return self.step_terms(misc["nll"], misc["kl"], lagrangians.primal.lagrangian.detach())
+
+    def step_terms(self, nll: torch.Tensor, kl: torch.Tensor, loss: torch.Tensor) -> StepTerms:
+        """A step's terms from its detached NLL, KL and loss, after :meth:`update`."""
         multiplier, budget = self.problem.report()
-        return StepTerms(
-            nll=misc["nll"],
-            kl=misc["kl"],
-            loss=lagrangians.primal.lagrangian.detach(),
-            multiplier=multiplier,
-            budget=budget,
-        )
+        return StepTerms(nll=nll, kl=kl, loss=loss, multiplier=multiplier, budget=budget)
 
     def step(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> StepTerms:
         """One update on the batch ``x`` (posterior noise as in :func:`vae_terms`); the terms stay on
         the device (no host synchronisation)."""
         self.zero_grad()
-        lagrangians = self.lagrangians(*vae_terms(self.problem.model, self.problem.likelihood, x, noise))
+        terms = vae_terms(self.problem.model, self.problem.likelihood, x, noise, precision=self.precision)
+        lagrangians = self.lagrangians(*terms)
         lagrangians.backward()
         self.update()
         return self.terms(lagrangians)
