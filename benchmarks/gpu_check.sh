@@ -5,10 +5,12 @@
 #
 # runs, each step under a time limit of its own (8 minutes in all at most):
 #   1. every CUDA test, with CVAE_REQUIRE_CUDA=1 so that a test skipped for want of a device fails;
-#   2. benchmarks/bank_throughput.py: banks of 1, 4, 16, 42 and 64 members eager, of 1 and 42 compiled
-#      (the whole step under torch.compile with CUDA graphs), and of 42 compiled in bf16 (--precision bf16);
-#   3. benchmarks/train_step.py --device cuda, eager and compiled;
-#   4. benchmarks/sweep_throughput.py for 1, 4 and 8 runs sharing the GPU;
+#   2. benchmarks/bank_throughput.py: banks of 1, 4, 16, 42 and 64 members eager, of 42 compiled (the whole
+#      step under torch.compile with CUDA graphs; its wall time against its steady rate shows the compile
+#      time), and of 42 eager in bf16 (--precision bf16);
+#   3. benchmarks/train_step.py --device cuda, eager and compiled (a compiled CUDA run is a compiled
+#      stacked bank of one);
+#   4. benchmarks/sweep_throughput.py for 1 and 4 runs sharing the GPU;
 # with each step's log in OUT/STEP.log and a one-page summary in OUT/summary.md (the card, each
 # step's exit status and time, and the tables). A step that fails or runs out of time is recorded,
 # and the next one runs.
@@ -55,9 +57,9 @@ CUDA_TESTS=(tests/test_cuda.py "tests/test_fast_training.py::test_cuda_steps_nev
 BANK=(python benchmarks/bank_throughput.py --device cuda)
 CVAE_REQUIRE_CUDA=1 step cuda-tests 140 python -m pytest -q -p no:cacheprovider -rfEs "${CUDA_TESTS[@]}"
 step bank-throughput 55 "${BANK[@]}" --members 1 4 16 42 64 --steps 300 --warmup 100 --compile off
-step bank-throughput-compiled 110 "${BANK[@]}" --members 1 42 --steps 1000 --compile on
-step bank-throughput-bf16 60 "${BANK[@]}" --members 42 --steps 600 --compile on --precision bf16
+step bank-throughput-compiled 140 "${BANK[@]}" --members 42 --steps 1000 --compile on
+step bank-throughput-bf16 30 "${BANK[@]}" --members 42 --steps 300 --warmup 100 --compile off --precision bf16
 step train-step 35 python benchmarks/train_step.py --device cuda --steps 1000 --repeats 1 --no-compile
-step train-step-compiled 35 python benchmarks/train_step.py --device cuda --steps 1000 --repeats 1 --compile
-step sweep-throughput 45 python benchmarks/sweep_throughput.py --device cuda --runs 1 4 8 --steps 600 --warmup 200
+step train-step-compiled 45 python benchmarks/train_step.py --device cuda --steps 1000 --repeats 1 --compile
+step sweep-throughput 35 python benchmarks/sweep_throughput.py --device cuda --runs 1 4 --steps 400 --warmup 100
 cat "$SUMMARY"
