@@ -5,8 +5,8 @@
 #
 # runs, each step under a time limit of its own (8 minutes in all at most):
 #   1. every CUDA test, with CVAE_REQUIRE_CUDA=1 so that a test skipped for want of a device fails;
-#   2. benchmarks/bank_throughput.py: banks of 1, 4, 16, 42 and 64 members eager, of 42 compiled (the whole
-#      step under torch.compile with CUDA graphs; its wall time against its steady rate shows the compile
+#   2. benchmarks/bank_throughput.py: banks of 1, 4, 16, 42 and 64 members eager, of 42 compiled (the
+#      Lagrangians and backward as CUDA graphs; its wall time against its steady rate shows the compile
 #      time), and of 42 eager in bf16 (--precision bf16);
 #   3. benchmarks/train_step.py --device cuda, eager and compiled (a compiled CUDA run is a compiled
 #      stacked bank of one);

@@ -72,8 +72,8 @@ def test_eager_and_compiled_agree_on_cuda(tmp_path):
 @pytest.mark.parametrize("model", ["conv", "dlib-conv"])
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_a_stacked_bank_on_cuda_trains_its_members_as_their_solo_runs(tmp_path, compiled, model):
-    """Compiled, the whole step (Lagrangians, backward, the shared optimizers, the projections) runs as CUDA
-    graphs: none skipped, every graph break torch's optimizers' own."""
+    """Compiled, the members' terms and Lagrangians and their backward run as CUDA graphs: none skipped, no
+    graph break."""
     configs = [
         conv(device="cuda", epsilon=5.0, compile=compiled, model=model),
         conv(device="cuda", beta=4.0, seed=1, compile=compiled, model=model),
@@ -88,7 +88,7 @@ def test_a_stacked_bank_on_cuda_trains_its_members_as_their_solo_runs(tmp_path, 
     assert all(isinstance(outcome, dict) for outcome in outcomes)
     if compiled:
         assert not counters["inductor"]["cudagraph_skips"], dict(counters)
-        assert all("graph_break()" in reason for reason in counters["graph_break"]), dict(counters["graph_break"])
+        assert not counters["graph_break"], dict(counters["graph_break"])
     for i, run_dir in enumerate(dirs):
         close(numbers(run_dir), numbers(tmp_path / f"solo{i}"), rel=1e-2, abs_=1e-2)
 

@@ -24,7 +24,7 @@ A bank steps its members in one of three ways (:data:`STRATEGIES`):
   every core busy with whole steps, as one process per core does, in one process.
 
 A bank of one takes the solo step (:meth:`Optimization.step`), unless it is stacked and compiled
-(:meth:`Bank.compile`): then the whole step is compiled, as for a bank of many.
+(:meth:`Bank.compile`): then its step is compiled as a bank of many's is.
 """
 
 from __future__ import annotations
@@ -100,7 +100,6 @@ class Bank:
         ]
         self._stacked_terms = vmap(self._member_terms, in_dims=(0, 0, 0))
         self._objective = self._stacked_objective
-        self._update = self._stacked_update
         self._shared_steps = SharedSteps(fused=device.type == "cuda")
         self.compiled = False
         self._pool: ThreadPoolExecutor | None = None
@@ -128,27 +127,24 @@ class Bank:
         return functional_call(self.terms_modules[0], params, (x, noise))
 
     def compile(self) -> None:
-        """Compile the whole stacked step (stacked, a bank of one too), or else each member's model.
+        """Compile the stacked step (stacked, a bank of one too), or else each member's model.
 
-        A stacked step compiles to a graph for the members' Lagrangians (and its backward graph), then one
-        graph for each shared optimizer's step (torch's optimizers step in a graph of their own) and one for
-        the multipliers' projections; the batches are drawn before, in eager mode. On a GPU each graph is
-        captured as a CUDA graph.
+        The stacked step compiles to one graph for all members' terms and Lagrangians and one for its
+        backward, CUDA graphs on a GPU. The shared optimizers step outside them, fused on a GPU (a few
+        launches for all members): compiled, their step over every member's parameters took four times
+        as long to compile as the rest of the step for 42 members (docs/benchmarks.md, "Run banks").
         """
         if self.strategy == "stacked":
             options = {"fallback_random": True, "triton.cudagraphs": self.members[0].device.type == "cuda"}
             self._objective = torch.compile(self._stacked_objective, options=options)
-            self._update = torch.compile(self._stacked_update, options=options)
-            # inductor fuses the compiled step's kernels itself; a CUDA graph needs the optimizers' steps on the GPU
-            self._shared_steps = SharedSteps(capturable=self.members[0].device.type == "cuda")
         else:
             for member in self.members:
                 member.compile()
         self.compiled = True
 
     @property
-    def _whole_step_compiled(self) -> bool:
-        """Whether the stacked step is compiled whole (a compiled stacked bank, of one member too)."""
+    def _stacked_compiled(self) -> bool:
+        """Whether the stacked step is compiled (a compiled stacked bank, of one member too)."""
         return self.strategy == "stacked" and self.compiled
 
     def drop(self, member: Trainee) -> None:
@@ -160,7 +156,7 @@ class Bank:
     def advance(self, members: Sequence[Trainee]) -> list[StepTerms]:
         """One optimisation step of each of ``members`` (all of the bank's, or those still short of their
         steps) on its next batch; the terms stay on the device."""
-        if self.strategy == "sequential" or (len(members) == 1 and not self._whole_step_compiled):
+        if self.strategy == "sequential" or (len(members) == 1 and not self._stacked_compiled):
             return [member.advance() for member in members]
         if self.strategy == "threaded":
             return self._threaded_step(members)
@@ -198,8 +194,11 @@ class Bank:
         objective.backward()
         optimizers = [member.optimization.primal_optimizer for member in members]
         optimizers += [optimizer for member in members for optimizer in member.optimization.dual_optimizers]
-        self._update(self._shared_steps.optimizers(optimizers), members)
+        for optimizer in self._shared_steps.optimizers(optimizers):
+            optimizer.step()
         self._shared_steps.adopt()
+        for member in members:
+            member.optimization.project_multipliers()
         return [member.optimization.step_terms(*rows[i]) for i, member in enumerate(members)]
 
     def _stacked_objective(
@@ -226,15 +225,6 @@ class Bank:
             rows.append(torch.stack([misc["nll"], misc["kl"], lagrangians.primal.lagrangian.detach()]))
         return total, torch.stack(rows)
 
-    @staticmethod
-    def _stacked_update(optimizers: Sequence[torch.optim.Optimizer], members: Sequence[Trainee]) -> None:
-        """The members' primal and dual steps (by ``optimizers``, :class:`SharedSteps`), then each multiplier's
-        projection to its range: cooper's primal and dual step for every member."""
-        for optimizer in optimizers:
-            optimizer.step()
-        for member in members:
-            member.optimization.project_multipliers()
-
 
 class SharedSteps:
     """One optimizer for many of one kind and settings, whose state is theirs: a bank steps all its members'
@@ -249,13 +239,11 @@ class SharedSteps:
     exactly the optimizer state its own optimizer would have.
     """
 
-    def __init__(self, *, fused: bool = False, capturable: bool = False) -> None:
+    def __init__(self, *, fused: bool = False) -> None:
         """``fused``: the shared optimizers of the kinds torch has a fused kernel for on a GPU (:data:`FUSED`)
-        take their step in it (one launch per chunk of parameters; it rounds unlike the owners' own step).
-        ``capturable``: those that take the setting keep their step counts on the parameters' device, as a
-        CUDA graph needs. Either way the owners' step counts are moved there when linked."""
+        take their step in it (one launch per chunk of parameters; it rounds unlike the owners' own step),
+        with the owners' step counts moved to the parameters' device when linked, as the kernel needs."""
         self.fused = fused
-        self.capturable = capturable
         self._shared: dict[tuple[Any, ...], _Shared] = {}
 
     def optimizers(self, owners: Sequence[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
@@ -268,7 +256,7 @@ class SharedSteps:
             one = self._shared.get(kind)
             if one is None or not _same(one.owners, group):
                 fused = self.fused and type(group[0]) in FUSED
-                one = self._shared[kind] = _Shared.of(group, fused=fused, capturable=self.capturable)
+                one = self._shared[kind] = _Shared.of(group, fused=fused)
             one.link()
             shared.append(one.optimizer)
         return shared
@@ -305,20 +293,10 @@ class _Shared:
     linked: int = 0  # the shared optimizer's entries known to the owners
 
     @classmethod
-    def of(cls, owners: list[torch.optim.Optimizer], *, fused: bool, capturable: bool) -> _Shared:
+    def of(cls, owners: list[torch.optim.Optimizer], *, fused: bool) -> _Shared:
         owner_of = {p: owner for owner in owners for group in owner.param_groups for p in group["params"]}
-        settings = _settings(owners[0])
-        if fused:
-            settings |= {"fused": True, "foreach": None}
-        if capturable and "capturable" in settings:
-            settings["capturable"] = True
+        settings = _settings(owners[0]) | ({"fused": True, "foreach": None} if fused else {})
         return cls(type(owners[0])(list(owner_of), **settings), owners, owner_of)
-
-    @property
-    def steps_on_device(self) -> bool:
-        """Whether the shared optimizer keeps its step counts on the parameters' device (fused or capturable)."""
-        (group,) = self.optimizer.param_groups
-        return bool(group.get("fused") or group.get("capturable"))
 
     def link(self) -> None:
         """Make the shared state the owners' own, unless it already is."""
@@ -327,7 +305,8 @@ class _Shared:
         state: defaultdict[torch.Tensor, Any] = defaultdict(dict)
         for owner in self.owners:
             state.update(owner.state)
-        if self.steps_on_device:  # a loaded state keeps its step counts on the CPU (torch's rule for the owners)
+        (group,) = self.optimizer.param_groups
+        if group.get("fused"):  # a loaded state keeps its step counts on the CPU (torch's rule for the owners)
             for param, param_state in state.items():
                 step = param_state.get("step")
                 if isinstance(step, torch.Tensor) and step.device != param.device:
