@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from constrained_vae.errors import FolderInUse, RunFolderError
 from constrained_vae.files import is_temporary, remove_orphaned_temporaries
 
 LOCK_FILE = ".lock"
+HOLDER_WAIT = 0.2  # seconds a refused process waits for the holder to write its id in the lock file
 
 
 @contextmanager
@@ -108,9 +110,19 @@ def _still_at(fd: int, path: Path) -> bool:
 
 
 def _holder(fd: int) -> str:
-    """``process N`` from the lock file, or ``another process`` when it has not written its id yet."""
-    try:
-        text = os.pread(fd, 32, 0).decode().strip()
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    return f"process {text}" if text.isdigit() else "another process"
+    """``process N`` from the lock file, or ``another process`` when it has not written its id yet.
+
+    The holder writes its id just after taking the lock (:func:`_acquire`): an empty file is read
+    again for up to :data:`HOLDER_WAIT` seconds.
+    """
+    deadline = time.monotonic() + HOLDER_WAIT
+    while True:
+        try:
+            text = os.pread(fd, 32, 0).decode().strip()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if text.isdigit():
+            return f"process {text}"
+        if time.monotonic() >= deadline:
+            return "another process"
+        time.sleep(0.005)
