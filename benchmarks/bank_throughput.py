@@ -48,9 +48,16 @@ LOG_EVERY = 10  # steps per logged row: the steady rate is read between rows
 
 def member_configs(count: int, device: str, steps: int, compile_model: bool, precision: str) -> list[RunConfig]:
     """The bank's members: constrained ε = 20 and fixed β = 1 alternating, seeds 0…count−1."""
-    shared = dict(dataset="dsprites", device=device, steps=steps, batch_size=64, log_every=LOG_EVERY)
-    shared |= dict(compile=compile_model, precision=precision)
-    shared |= dict(checkpoint_every=max(steps, 1))
+    shared = dict(
+        dataset="dsprites",
+        device=device,
+        steps=steps,
+        batch_size=64,
+        log_every=LOG_EVERY,
+        checkpoint_every=max(steps, 1),
+        compile=compile_model,
+        precision=precision,
+    )
     objectives = [{"epsilon": 20.0}, {"beta": 1.0}]
     return [RunConfig(**shared, **objectives[i % 2], seed=i) for i in range(count)]
 

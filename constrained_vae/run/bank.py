@@ -244,26 +244,30 @@ class SharedSteps:
         take their step in it (one launch per chunk of parameters; it rounds unlike the owners' own step),
         with the owners' step counts moved to the parameters' device when linked, as the kernel needs."""
         self.fused = fused
-        self._shared: dict[tuple[Any, ...], _Shared] = {}
+        self._shared: list[_Shared] = []
+        self._owners: list[torch.optim.Optimizer] = []  # the owners the shared optimizers were made for
+        self._groups: list[Any] = []  # and their parameter groups then (loading a checkpoint replaces them)
 
     def optimizers(self, owners: Sequence[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
-        """The shared optimizers that step ``owners``' parameters, one per kind and settings, their state linked."""
-        kinds: dict[tuple[Any, ...], list[torch.optim.Optimizer]] = {}
-        for owner in owners:
-            kinds.setdefault((type(owner), repr(sorted(_settings(owner).items()))), []).append(owner)
-        shared = []
-        for kind, group in kinds.items():
-            one = self._shared.get(kind)
-            if one is None or not _same(one.owners, group):
-                fused = self.fused and type(group[0]) in FUSED
-                one = self._shared[kind] = _Shared.of(group, fused=fused)
+        """The shared optimizers that step ``owners``' parameters, one per kind and settings, their state linked.
+
+        They are made again only when the owners or their settings change (a member dropped, a checkpoint
+        loaded), not at every step.
+        """
+        groups = [owner.param_groups for owner in owners]
+        if not (_same(owners, self._owners) and _same(groups, self._groups)):
+            kinds: dict[tuple[Any, ...], list[torch.optim.Optimizer]] = {}
+            for owner in owners:
+                kinds.setdefault((type(owner), repr(sorted(_settings(owner).items()))), []).append(owner)
+            self._shared = [_Shared.of(kind, fused=self.fused and type(kind[0]) in FUSED) for kind in kinds.values()]
+            self._owners, self._groups = list(owners), groups
+        for one in self._shared:
             one.link()
-            shared.append(one.optimizer)
-        return shared
+        return [one.optimizer for one in self._shared]
 
     def adopt(self) -> None:
         """Give each owner the state a shared optimizer made for its parameters in the step just taken."""
-        for one in self._shared.values():
+        for one in self._shared:
             one.adopt()
 
 
