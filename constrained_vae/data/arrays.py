@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from constrained_vae.data.base import Likelihood, TensorDataset
+from constrained_vae.data.base import Likelihood, TensorDataset, read_npy_header
 from constrained_vae.errors import DataError
 
 __all__ = ["ARRAYS", "ArrayDataset", "ArrayFactorDataset", "load_arrays", "peek_arrays", "save_arrays"]
@@ -174,13 +174,11 @@ def _check_factors(path: Path, factors: np.ndarray, n: int) -> np.ndarray:
 def peek_arrays(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], Likelihood]:
     """The sample shape of the file's ``data`` and its likelihood, which the run's defaults depend on:
     read from the headers alone when the file states its likelihood (:func:`save_arrays` always does)."""
-    from constrained_vae.data.mpi3d import _read_header
-
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as archive:
             with archive.open("data.npy") as member:
-                shape, _, _ = _read_header(member)
+                shape, _, _ = read_npy_header(member)
             if "likelihood.npy" not in archive.namelist():
                 return tuple(shape[1:]), load_arrays(path).likelihood  # the data's range decides
             with archive.open("likelihood.npy") as member:

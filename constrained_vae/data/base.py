@@ -9,7 +9,7 @@ known also expose them (see :class:`FactorDataset`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import IO, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -124,3 +124,13 @@ class TensorDataset:
     def batches(self, device: torch.device) -> BatchFn:
         """Rows of the data, copied to ``device`` once."""
         return Rows(self.data.to(device))
+
+
+def read_npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from an ``.npy`` stream positioned at its start."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(member)
+    raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")

@@ -53,7 +53,7 @@ from typing import IO
 import numpy as np
 import torch
 
-from constrained_vae.data.base import raise_malloc_thresholds
+from constrained_vae.data.base import raise_malloc_thresholds, read_npy_header
 from constrained_vae.data.image_folder import one_line
 from constrained_vae.data.shapes3d import ByteImageGrid
 from constrained_vae.errors import ConfigError, DataError
@@ -122,16 +122,6 @@ def _open_archive(file: Path) -> zipfile.ZipFile:
         raise DataError(f"{file}: not a readable .npz archive ({one_line(exc)})") from exc
 
 
-def _read_header(member: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """Shape, Fortran order and dtype from an ``.npy`` stream positioned at its start."""
-    version = np.lib.format.read_magic(member)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(member)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(member)
-    raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported")
-
-
 def _check_header(file: Path, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, sizes: list[int]) -> None:
     if len(shape) != 4 or shape[1:] != IMAGE_SHAPE:
         raise DataError(f"{file}: 'images' must have shape [N, 64, 64, 3], got {list(shape)}")
@@ -165,7 +155,7 @@ def _read_images(file: Path, sizes: list[int]) -> torch.Tensor:
             raise DataError(f"{file}: missing key 'images'; found {keys}")
         try:
             with archive.open("images.npy") as member:
-                shape, fortran, dtype = _read_header(member)
+                shape, fortran, dtype = read_npy_header(member)
                 _check_header(file, shape, fortran, dtype, sizes)
                 height, width, channels = IMAGE_SHAPE
                 num = shape[0]
