@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from ray_testing import local_ray
@@ -174,3 +175,20 @@ def test_evaluating_a_run_another_process_holds_is_refused(tmp_path, monkeypatch
         with pytest.raises(FolderInUse, match=f"r is in use by process {os.getpid()}"):
             evaluate_paths([tmp_path / "r"])
     assert not (tmp_path / "r" / SCORES_FILE).exists()
+
+
+@pytest.mark.parametrize("left", ["empty", "a killed holder's id"])
+def test_a_refused_process_names_the_holder_that_is_still_writing_its_id(tmp_path, left):
+    """Between taking the lock and writing its id, the holder's lock file is empty or still names the process
+    that held it before; the refused process waits for the live holder's id rather than name a dead one."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = tmp_path / locks.LOCK_FILE
+    path.write_text("" if left == "empty" else done.stdout)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        writer = threading.Timer(0.05, lambda: path.write_text(f"{os.getpid()}\n"))
+        writer.start()
+        assert locks._holder(fd) == f"process {os.getpid()}"
+        writer.join()
+    finally:
+        os.close(fd)

@@ -112,8 +112,10 @@ def _still_at(fd: int, path: Path) -> bool:
 def _holder(fd: int) -> str:
     """``process N`` from the lock file, or ``another process`` when it has not written its id yet.
 
-    The holder writes its id just after taking the lock (:func:`_acquire`): an empty file is read
-    again for up to :data:`HOLDER_WAIT` seconds.
+    The holder writes its id just after taking the lock (:func:`_acquire`), over the id of whichever
+    process held it before (a killed one's stays): the file is read again for up to :data:`HOLDER_WAIT`
+    seconds while it names no process alive on this machine (a holder on another machine of a cluster
+    is named once the wait is over).
     """
     deadline = time.monotonic() + HOLDER_WAIT
     while True:
@@ -121,8 +123,22 @@ def _holder(fd: int) -> str:
             text = os.pread(fd, 32, 0).decode().strip()
         except (OSError, UnicodeDecodeError):
             text = ""
-        if text.isdigit():
+        waited = time.monotonic() >= deadline
+        if text.isdigit() and (waited or _alive(int(text))):
             return f"process {text}"
-        if time.monotonic() >= deadline:
+        if waited:
             return "another process"
         time.sleep(0.005)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of that id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs, as another user
+    except (OverflowError, ValueError):
+        return False
+    return True
